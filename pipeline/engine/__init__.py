@@ -1,0 +1,1 @@
+"""Text generation for the pipeline's generation stages: one interface, several backends."""

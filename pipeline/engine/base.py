@@ -1,0 +1,59 @@
+"""The generation-engine contract shared by every backend (transformers, vLLM, test fakes).
+
+Stages call ``engine.generate(requests, params)``. Each request carries its own seed, so a
+sampled output depends only on (model, prompt, params, seed) and not on batch composition or
+on which rank produced it: that is what makes sharded generation merge deterministically.
+``shared_prefix`` is a hint: when every prompt starts with it (the constitution, a meta
+prompt), a backend may encode it once and reuse its cache; outputs must not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    # Added to the logits of these token strings' ids (the reference biases "Sorry" by -100).
+    logit_bias: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    id: str
+    prompt: str
+    seed: int = 0
+
+
+@dataclass
+class Completion:
+    id: str
+    text: str  # the new text, cut before the first stop string
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (a stop string or EOS) or "length"
+
+
+@runtime_checkable
+class GenerationEngine(Protocol):
+    name: str
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        params: SamplingParams,
+        *,
+        shared_prefix: str = "",
+    ) -> list[Completion]:
+        """One completion per request, in request order."""
+        ...
