@@ -64,6 +64,7 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, bool]:
 
 
 _verified: set[tuple[str, str]] = set()
+_read: dict[str, str] = {}  # rel -> sha256 of every file served in this process (provenance)
 
 
 def _download(entry: DataFile, dest: Path) -> None:
@@ -105,16 +106,13 @@ def data_file(rel: str, data_dir: str | Path | None = None) -> Path:
                 f"expected {entry.sha256[:12]}...); {fix}"
             )
         _verified.add(key)
+    _read[rel] = entry.sha256
     return path
 
 
-def data_provenance(rels: list[str], data_dir: str | Path | None = None) -> dict[str, str]:
-    """``{relative path: sha256}`` for the files a run read (all verified)."""
-    out = {}
-    for rel in rels:
-        data_file(rel, data_dir)
-        out[rel] = manifest()[rel].sha256
-    return out
+def files_read() -> dict[str, str]:
+    """``{relative path: sha256}`` of every data file served (and verified) in this process."""
+    return dict(sorted(_read.items()))
 
 
 def read_text(rel: str, data_dir: str | Path | None = None) -> str:

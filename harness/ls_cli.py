@@ -1,0 +1,104 @@
+"""``selfalign ls`` (tasks, models, backends, ...) and ``selfalign validate`` (every task and config loads)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+
+from harness.common.registry import lookup
+
+Lister = Callable[[], list[tuple[str, str]]]
+
+
+def _tasks() -> list[tuple[str, str]]:
+    from harness.task_registry import known_names, short_name, task_versions
+
+    versions = task_versions()
+    return [(short_name(n), f"version {versions.get(n)}  (lm-eval name {n})") for n in known_names()]
+
+
+def _models() -> list[tuple[str, str]]:
+    from harness.models import ALIASES
+
+    return [(a.name, a.description) for a in ALIASES.values()]
+
+
+def _backends() -> list[tuple[str, str]]:
+    from lm_eval.api.registry import MODEL_REGISTRY
+
+    from harness.evaluate import _register_backends
+
+    _register_backends()
+    return [(name, "") for name in sorted(MODEL_REGISTRY.keys())]
+
+
+def _meta_prompts() -> list[tuple[str, str]]:
+    from harness.prompts import META_PROMPTS
+
+    return [(name, rel) for name, rel in META_PROMPTS.items()] + [("none", "no meta prompt")]
+
+
+# Other packages add their listings here by module path: (module, function name).
+LISTINGS: dict[str, Lister | tuple[str, str]] = {
+    "tasks": _tasks,
+    "models": _models,
+    "backends": _backends,
+    "meta-prompts": _meta_prompts,
+    "baselines": ("reports.baselines", "list_baselines"),
+    "stages": ("pipeline.runner", "list_stages"),
+}
+
+
+def _resolve(what: str) -> Lister:
+    entry = lookup("listing", what, LISTINGS)
+    if isinstance(entry, tuple):
+        module, fn = entry
+        return getattr(importlib.import_module(module), fn)
+    return entry
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ls", help="list tasks, models, backends, meta-prompts, baselines or stages")
+    p.add_argument("what", help=", ".join(LISTINGS))
+    p.set_defaults(func=main_ls)
+    v = sub.add_parser("validate", help="check that every task YAML loads through lm-eval and every shipped config parses")
+    v.add_argument("--data-dir", dest="data_dir", default=None)
+    v.set_defaults(func=main_validate)
+
+
+def main_ls(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = _resolve(args.what)()
+    table = Table(title=args.what)
+    table.add_column("name")
+    table.add_column("details")
+    for name, details in rows:
+        table.add_row(name, details)
+    Console().print(table)
+    return 0
+
+
+def main_validate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from harness.task_registry import known_names, task_manager
+
+    console = Console()
+    tm = task_manager({"data_dir": args.data_dir})
+    loaded = tm.load(list(known_names()))
+    n_docs = {name: len(task.eval_docs) for name, task in loaded["tasks"].items()}
+    for name, n in n_docs.items():
+        console.print(f"[green]ok[/green] {name}: {n} documents")
+    problems = []
+    for module, fn in (("pipeline.config", "validate_shipped_configs"), ("reports.baselines", "validate_baselines")):
+        try:
+            check = getattr(importlib.import_module(module), fn)
+        except (ModuleNotFoundError, AttributeError):
+            continue
+        problems += check()
+    for problem in problems:
+        console.print(f"[red]error[/red] {problem}")
+    return 1 if problems else 0
