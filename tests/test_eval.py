@@ -175,3 +175,16 @@ def test_model_args_parsing_and_ids(tiny_model_dir, tmp_path):
     assert model_id(f"pretrained=gemma-3-270m,peft={adapter}") == "gemma-3-270m+stage3-adapter"
     with pytest.raises(UserError, match="is a PEFT adapter, not a full model"):
         resolve_model_args(f"pretrained={adapter}")
+
+
+def test_validate_loads_every_task(data_dir):
+    proc = _selfalign("validate", "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    for name in ("selfalign_truthfulqa_tf: 817 documents", "selfalign_hhh_other: 43 documents"):
+        assert name in proc.stdout
+
+
+def test_ls_tasks_lists_versions():
+    proc = _selfalign("ls", "tasks")
+    assert proc.returncode == 0, proc.stderr
+    assert "truthfulqa_tf" in proc.stdout and "version 1.0" in proc.stdout
