@@ -157,6 +157,10 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
             torch_random_seed=cfg.seed,
             fewshot_random_seed=cfg.seed,
         )
+    except ValueError as exc:
+        if "Duplicate task" in str(exc):
+            raise UserError(f"--tasks {','.join(cfg.tasks)}: {exc}; list a group or its subtasks, not both") from None
+        raise
     finally:
         if own_progress:
             progress.stop()
