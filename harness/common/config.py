@@ -73,6 +73,35 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert YAML scalars to a field's declared scalar type.
+
+    YAML 1.1 reads ``4e-4`` (no dot) as a string and CLI overrides may arrive as strings, so
+    float/int/bool fields are converted here once instead of in every config class.
+    """
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        return value
+    if tp in (int, float) and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"{where}: expected a {tp.__name__}, got {value!r}") from None
+        if tp is int:
+            if not number.is_integer():
+                raise UserError(f"{where}: expected an integer, got {value!r}")
+            return int(number)
+        return number
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float):
+        if not value.is_integer():
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    return value
+
+
 def build_dataclass(cls: type[C], data: Mapping[str, Any], where: str = "config") -> C:
     """Instantiate ``cls`` from a mapping, recursing into nested dataclass fields."""
     if not isinstance(data, Mapping):
@@ -88,7 +117,7 @@ def build_dataclass(cls: type[C], data: Mapping[str, Any], where: str = "config"
         if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
             kwargs[key] = build_dataclass(tp, value, f"{where}.{key}")
         else:
-            kwargs[key] = value
+            kwargs[key] = _coerce(value, tp, f"{where}.{key}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
