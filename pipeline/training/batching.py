@@ -1,0 +1,100 @@
+"""Which examples each process trains on at each optimizer step: a pure function of the step.
+
+Every epoch visits the training set in a seeded permutation (the same on every process). Update
+``k`` of an epoch uses the window ``order[k*E : (k+1)*E]`` of E = realized batch examples. The
+window is sorted by length and cut into micro-batches dealt round-robin to (process,
+accumulation slot); since the loss is normalized by the window's answer-token count, how the
+window is split does not change the update, so sorting only saves padding. Every process runs
+exactly ``grad_accum`` micro-batches per update (DDP and DeepSpeed need matching collectives): a
+slot left empty by a short final window runs a "filler" whose labels are all masked, which adds
+exactly zero to the gradient. Because a step's plan depends on nothing but (seed, step), resuming
+from a checkpoint needs no sampler state, and every process knows the global token count without
+communicating.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from pipeline.training.data import TokenizedExample
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    step: int  # optimizer update, 0-based, counted over all epochs
+    epoch: int
+    micro_batches: tuple[tuple[TokenizedExample, ...], ...]  # this process's, grad_accum of them
+    n_examples: int  # in the whole window (all processes)
+    n_loss_tokens: int  # answer tokens in the whole window: the loss denominator
+
+
+def filler_example(template: TokenizedExample) -> TokenizedExample:
+    """Two tokens of a real example with every label masked: keeps collectives in step, adds no gradient.
+
+    Training examples always carry loss tokens (the trainer drops those without), so a filler is
+    recognized by ``n_loss_tokens == 0``."""
+    ids = template.input_ids[:2]
+    return TokenizedExample(id=f"filler:{template.id}", input_ids=ids, n_masked=len(ids))
+
+
+class StepPlanner:
+    """Plans optimizer updates over ``examples`` for process ``rank`` of ``world_size``."""
+
+    def __init__(
+        self,
+        examples: Sequence[TokenizedExample],
+        *,
+        micro_batch_size: int,
+        grad_accum: int,
+        world_size: int,
+        rank: int,
+        epochs: int,
+        seed: int,
+    ):
+        if not examples:
+            raise ValueError("no training examples to plan over")
+        self.examples = list(examples)
+        self.micro_batch_size = micro_batch_size
+        self.grad_accum = grad_accum
+        self.world_size = world_size
+        self.rank = rank
+        self.epochs = epochs
+        self.seed = seed
+        self.window = micro_batch_size * grad_accum * world_size
+        self.steps_per_epoch = math.ceil(len(self.examples) / self.window)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    @lru_cache(maxsize=2)  # noqa: B019 (one planner per run; caches the current epoch's order)
+    def epoch_order(self, epoch: int) -> tuple[int, ...]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return tuple(torch.randperm(len(self.examples), generator=generator).tolist())
+
+    def plan(self, step: int) -> StepPlan:
+        if not 0 <= step < self.total_steps:
+            raise ValueError(f"step {step} outside 0..{self.total_steps - 1}")
+        epoch, k = divmod(step, self.steps_per_epoch)
+        indices = self.epoch_order(epoch)[k * self.window : (k + 1) * self.window]
+        # Longest first; ties by position in the permutation, so the order is deterministic.
+        indices = sorted(indices, key=lambda i: -len(self.examples[i].input_ids))
+        window = [self.examples[i] for i in indices]
+        chunks = [window[i : i + self.micro_batch_size] for i in range(0, len(window), self.micro_batch_size)]
+        filler = filler_example(window[-1])
+        mine = []
+        for slot in range(self.grad_accum):
+            j = slot * self.world_size + self.rank
+            mine.append(tuple(chunks[j]) if j < len(chunks) else (filler,))
+        return StepPlan(
+            step=step,
+            epoch=epoch,
+            micro_batches=tuple(mine),
+            n_examples=len(window),
+            n_loss_tokens=sum(ex.n_loss_tokens for ex in window),
+        )

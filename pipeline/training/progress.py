@@ -1,0 +1,44 @@
+"""A rich progress bar over optimizer steps, shown by the main process only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StepProgress:
+    """``with StepProgress(enabled, total, done) as advance: advance(step_record)``; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int, completed: int):
+        self.enabled, self.total, self.completed = enabled, total, completed
+        self._progress: Any = None
+
+    def __enter__(self) -> StepProgress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]LoRA steps"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=self.total, completed=self.completed, loss="-", lr="-")
+        return self
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
