@@ -104,10 +104,19 @@ def _metadata(cfg: EvalConfig, args: dict[str, Any]) -> dict[str, Any]:
     meta: dict[str, Any] = {"data_dir": cfg.data_dir, "reference_half_candidates": cfg.tf_reference_half_candidates}
     if cfg.meta_prompt:
         meta["meta_prompt"] = cfg.meta_prompt
+    elif cfg.apply_chat_template:
+        # A chat baseline gets its own template, not a Dromedary prompt nested inside it.
+        meta["meta_prompt"] = "none"
     tokenizer = args.get("tokenizer") or args.get("pretrained")
     if cfg.model in LOCAL_BACKENDS and tokenizer:
         meta["tokenizer"] = str(tokenizer)
     return meta
+
+
+def _prompt_format(cfg: EvalConfig) -> str:
+    meta_prompt = cfg.meta_prompt or ("none" if cfg.apply_chat_template else "task default")
+    wrapper = "chat_template" if cfg.apply_chat_template else "plain"
+    return f"{wrapper}+dromedary:{meta_prompt}" if meta_prompt != "none" else wrapper
 
 
 def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
@@ -174,7 +183,7 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
         "model_id": mid,
         "backend": cfg.model,
         "model_args": {k: str(v) for k, v in args.items()},
-        "prompt_format": "chat_template" if cfg.apply_chat_template else f"dromedary:{cfg.meta_prompt or 'task default'}",
+        "prompt_format": _prompt_format(cfg),
         "task_versions": {t: versions.get(t) for t in versions if t in results.get("results", {})},
         "data_sha256": data.files_read(),
         "config": dataclasses.asdict(cfg),

@@ -1,0 +1,108 @@
+"""``selfalign judge``: pairwise GPT-4-style review of Vicuna-80 answers; ``judge parse-reviews``.
+
+Thin: parse flags into a ``JudgeConfig`` (dataclass defaults < ``--config`` YAML < flags) and
+call ``run_judge``; or re-parse a recorded review file with ``reparse_reviews``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.common.config import build_dataclass, read_yaml
+from harness.common.jsonl import write_json_atomic
+
+# flag dest -> JudgeConfig field (same name); these flags default to None = "not given"
+_FIELDS = (
+    "answers", "baseline", "output", "judge_model", "judge_base_url", "api_key_env", "prompt_version",
+    "parser", "orders", "temperature", "max_tokens", "parse_attempts", "max_retries", "concurrency",
+    "timeout_s", "limit", "question_ids", "data_dir", "seed",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "judge",
+        help="judge Vicuna-80 answers against a baseline with an OpenAI-compatible LLM judge",
+        description=(
+            "Judge Vicuna-80 answers pairwise (both answer orders) against a baseline with the FastChat "
+            "GPT-4 reviewer prompts. Writes OUT/judgments.jsonl, OUT/summary.json and a reply cache in OUT. "
+            "Example: selfalign judge --answers runs/eval/gemma-3-270m --baseline gpt35 --judge-model gpt-4 "
+            "--judge-base-url https://api.openai.com/v1 --output runs/judge/gemma-vs-gpt35"
+        ),
+    )
+    p.add_argument("--config", help="YAML file of JudgeConfig fields (flags override it)")
+    p.add_argument("--answers", help="answers to judge: run dir DIR/<model_id>, samples or answer file, or a recorded name")
+    p.add_argument("--baseline", help="answers to compare with (default gpt35): same forms as --answers")
+    p.add_argument("--output", help="output directory")
+    p.add_argument("--judge-model", dest="judge_model", help="judge model name (default gpt-4; a local server wants its model path or our alias)")
+    p.add_argument("--judge-base-url", dest="judge_base_url", help="OpenAI-compatible base URL (default https://api.openai.com/v1)")
+    p.add_argument("--api-key-env", dest="api_key_env", help="environment variable holding the API key (default OPENAI_API_KEY)")
+    p.add_argument("--prompt-version", dest="prompt_version", help="reviewer prompts: revised_2023-04-05 (default) or original_2023-03-30")
+    p.add_argument("--parser", help="score parser: vicuna (default) or first_line (FastChat's rule only)")
+    p.add_argument("--orders", help="both (default), baseline_first (FastChat's single order) or model_first")
+    p.add_argument("--temperature", type=float, help="judge temperature (default: the reviewer's, 0.2)")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, help="judge max tokens (default: the reviewer's, 1024)")
+    p.add_argument("--parse-attempts", dest="parse_attempts", type=int, help="replies asked per judgment until one parses (default 3)")
+    p.add_argument("--max-retries", dest="max_retries", type=int, help="retries per request on 429/5xx/timeouts (default 5)")
+    p.add_argument("--concurrency", type=int, help="requests in flight (default 4)")
+    p.add_argument("--timeout-s", dest="timeout_s", type=float, help="per-request timeout in seconds (default 120)")
+    p.add_argument("--limit", type=int, help="judge only the first N questions")
+    p.add_argument("--question-ids", dest="question_ids", type=int, nargs="+", help="judge only these question ids")
+    p.add_argument("--data-dir", dest="data_dir", help="data directory laid out like shared/data")
+    p.add_argument("--seed", type=int, help="seed of the bootstrap confidence interval (default 0)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.set_defaults(func=_run)
+
+    sub = p.add_subparsers(dest="judge_command", metavar="ACTION")
+    r = sub.add_parser(
+        "parse-reviews",
+        help="re-parse a recorded FastChat review file; print the tallies, write per-question scores",
+        description="Re-parse a recorded FastChat GPT-4 review file (review_<A>_<B>.jsonl) and compare with its stored scores.",
+    )
+    r.add_argument("file", help="review_<A>_<B>.jsonl path, or its data-relative name")
+    r.add_argument("--json", dest="json_out", help="write the per-question scores and tallies to this JSON file")
+    r.add_argument("--parser", dest="review_parser", default=None, help="score parser (default vicuna)")
+    r.add_argument("--data-dir", dest="review_data_dir", help="data directory laid out like shared/data")
+    r.set_defaults(func=_parse_reviews)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.judge.run import JudgeConfig, run_judge
+
+    data = read_yaml(args.config) if args.config else {}
+    for name in (*_FIELDS, "progress"):
+        value = getattr(args, name, None)
+        if value is not None:
+            data[name] = value
+    cfg = build_dataclass(JudgeConfig, data, args.config or "judge flags")
+    s = run_judge(cfg)
+    rel = "n/a" if s["relative_score"] is None else f"{s['relative_score']:.3f}"
+    print(
+        f"{s['model']['name']} vs {s['baseline']['name']}: relative score {rel}, "
+        f"wins {s['wins']} ties {s['ties']} losses {s['losses']} over {s['n_scored']}/{s['n_questions']} questions; "
+        f"n_failed {s['n_failed']} judgments; requests {s['n_requests']} (cache hits {s['n_cache_hits']}); "
+        f"wrote {Path(cfg.output) / 'summary.json'}"
+    )
+    return 0
+
+
+def _parse_reviews(args: argparse.Namespace) -> int:
+    from harness.judge.parse import DEFAULT_PARSER
+    from harness.judge.reviews import reparse_reviews, resolve_review_file
+
+    path = resolve_review_file(args.file, args.review_data_dir)
+    result = reparse_reviews(path, args.review_parser or DEFAULT_PARSER)
+    rec = result["recorded"]
+    print(
+        f"{path.name}: {result['n_reviews']} reviews, {result['n_failed']} unparseable; "
+        f"{result['answer2']} vs {result['answer1']}: wins {result['wins']} ties {result['ties']} losses {result['losses']} "
+        f"(stored scores: {rec['wins']}/{rec['ties']}/{rec['losses']}); "
+        f"{result['n_disagreeing']} differ from the stored scores {result['disagreeing_question_ids']}"
+    )
+    if args.json_out:
+        write_json_atomic(args.json_out, result)
+    else:
+        print(json.dumps({k: result[k] for k in ("wins", "ties", "losses", "relative_score")}))
+    return 0

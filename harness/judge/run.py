@@ -1,0 +1,379 @@
+"""``selfalign judge``: judge one answer set against a baseline on Vicuna-80, write the outputs.
+
+``run_judge(cfg)`` renders the reviewer prompt for every (question, answer order), asks the
+judge through ``JudgeClient`` (cached, retried), parses the verdicts, re-asks up to
+``parse_attempts`` times when a reply yields no valid score pair, and writes
+``judgments.jsonl`` and ``summary.json`` under ``cfg.output`` (schema: ``harness.judge``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from harness.common.errors import UserError
+from harness.common.jsonl import write_json_atomic
+from harness.common.provenance import run_provenance, to_jsonable
+from harness.common.registry import lookup
+from harness.data import manifest
+from harness.judge.aggregate import ORDERS, summarize
+from harness.judge.answers import (
+    QUESTIONS_FILE,
+    RECORDED,
+    AnswerSet,
+    Question,
+    load_answer_set,
+    load_questions,
+)
+from harness.judge.cache import ReplyCache
+from harness.judge.client import ClientStats, FatalJudgeError, JudgeClient, Reply
+from harness.judge.parse import DEFAULT_PARSER, PARSERS, parse_scores
+from harness.judge.prices import cost_usd
+from harness.judge.prompts import DEFAULT_PROMPT_VERSION, ReviewerPrompts
+
+SCHEMA_VERSION = 1
+JUDGMENTS_FILE = "judgments.jsonl"
+SUMMARY_FILE = "summary.json"
+ORDER_CHOICES: dict[str, tuple[str, ...]] = {
+    "both": ORDERS,
+    # FastChat's original protocol: baseline as Assistant 1 only
+    "baseline_first": ("baseline_first",),
+    "model_first": ("model_first",),
+}
+
+
+@dataclass
+class JudgeConfig:
+    answers: str = ""  # run dir DIR/<model_id>, samples file, FastChat answer file or recorded name
+    baseline: str = "gpt35"  # same forms as answers
+    output: str = ""  # directory for judgments.jsonl, summary.json and the reply cache
+    judge_model: str = "gpt-4"  # the request's model field (local servers: the served path)
+    judge_base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"  # read from the environment only, never written
+    prompt_version: str = DEFAULT_PROMPT_VERSION
+    parser: str = DEFAULT_PARSER
+    orders: str = "both"  # both | baseline_first | model_first
+    temperature: float | None = None  # None: the reviewer's (0.2)
+    max_tokens: int | None = None  # None: the reviewer's (1024)
+    parse_attempts: int = 3  # replies asked per judgment until one parses
+    max_retries: int = 5  # per request, on 429/5xx/timeouts/connection errors
+    retry_backoff_s: float = 1.0  # first backoff; doubles per retry, jittered, capped at 60 s
+    concurrency: int = 4
+    timeout_s: float = 120.0
+    limit: int | None = None  # first N questions (by id) only
+    question_ids: list[int] | None = None
+    data_dir: str | None = None
+    seed: int = 0  # bootstrap resampling of the confidence interval
+    progress: bool = True
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _api_key(cfg: JudgeConfig) -> str:
+    key = os.environ.get(cfg.api_key_env)
+    if key:
+        return key
+    if _is_loopback(cfg.judge_base_url):
+        return "EMPTY"  # local OpenAI-compatible servers ignore it, the client needs one
+    raise UserError(
+        f"judge URL {cfg.judge_base_url} is remote and ${cfg.api_key_env} is not set; "
+        f"export {cfg.api_key_env}=... (keys are read from the environment only) or use --api-key-env NAME"
+    )
+
+
+def _request_model(name: str) -> str:
+    """Our model aliases stand for the converted directory, the name a local server expects."""
+    from harness.models import ALIASES, resolve_pretrained
+
+    return str(resolve_pretrained(name)) if name in ALIASES else name
+
+
+def _validate(cfg: JudgeConfig) -> None:
+    if not cfg.answers:
+        raise UserError("--answers is required: a run directory DIR/<model_id>, a samples/answer file or a recorded name")
+    if not cfg.output:
+        raise UserError("--output DIR is required (judgments.jsonl, summary.json and the reply cache go there)")
+    lookup("answer order setting", cfg.orders, ORDER_CHOICES)
+    lookup("score parser", cfg.parser, PARSERS)
+    for name, value, low in (("concurrency", cfg.concurrency, 1), ("parse_attempts", cfg.parse_attempts, 1), ("max_retries", cfg.max_retries, 0)):
+        if value < low:
+            raise UserError(f"{name}={value}: must be at least {low}")
+    if cfg.max_tokens is not None and cfg.max_tokens < 1:
+        raise UserError(f"max_tokens={cfg.max_tokens}: must be at least 1")
+
+
+def _select_questions(cfg: JudgeConfig, questions: dict[int, Question], model: AnswerSet, baseline: AnswerSet) -> tuple[list[Question], dict[str, list[int]]]:
+    ids = sorted(questions)
+    if cfg.question_ids:
+        unknown = sorted(set(cfg.question_ids) - set(questions))
+        if unknown:
+            raise UserError(f"--question-ids: {unknown} are not Vicuna-80 question ids (1-80)")
+        ids = sorted(set(cfg.question_ids))
+    if cfg.limit is not None:
+        ids = ids[: cfg.limit]
+    missing = {
+        "model": [q for q in ids if q not in model.answers],
+        "baseline": [q for q in ids if q not in baseline.answers],
+    }
+    chosen = [questions[q] for q in ids if q in model.answers and q in baseline.answers]
+    if not chosen:
+        raise UserError(
+            f"no question has answers from both {model.name} ({model.source}) and {baseline.name} ({baseline.source})"
+        )
+    return chosen, missing
+
+
+@dataclass
+class _Plan:
+    question: Question
+    order: str
+
+
+@dataclass
+class _Run:
+    """What every judgment of one run shares."""
+
+    cfg: JudgeConfig
+    prompts: ReviewerPrompts
+    client: JudgeClient
+    model: AnswerSet
+    baseline: AnswerSet
+
+
+async def _judge_one(plan: _Plan, run: _Run) -> dict[str, Any]:
+    cfg, model, baseline = run.cfg, run.model, run.baseline
+    q = plan.question
+    model_first = plan.order == "model_first"
+    first, second = (model, baseline) if model_first else (baseline, model)
+    rendered = run.prompts.render(q.text, first.answers[q.question_id], second.answers[q.question_id], q.category)
+    temperature = rendered.reviewer.temperature if cfg.temperature is None else cfg.temperature
+    max_tokens = rendered.reviewer.max_tokens if cfg.max_tokens is None else cfg.max_tokens
+    attempts: list[dict[str, Any]] = []
+    status, scores, raw, rule, error, key = "api_error", None, None, None, None, ""
+    for attempt in range(cfg.parse_attempts):
+        key, reply = await run.client.reply(rendered.messages, temperature=temperature, max_tokens=max_tokens, attempt=attempt)
+        record = _attempt_record(reply, cfg.judge_model)
+        attempts.append(record)
+        if reply.error is not None:
+            status, error = "api_error", reply.error
+            break  # the client already retried; another attempt would hit the same wall
+        parsed = parse_scores(reply.text, cfg.parser)
+        record.update(parse_rule=parsed.rule, parse_error=parsed.error)
+        if parsed.ok:
+            assert parsed.scores is not None
+            raw = list(parsed.scores)
+            s_model, s_baseline = (raw[0], raw[1]) if model_first else (raw[1], raw[0])
+            status, scores, rule, error = "ok", {"model": s_model, "baseline": s_baseline}, parsed.rule, None
+            break
+        status, error = "parse_failed", parsed.error
+        if any(a["reply"] == reply.text for a in attempts[:-1]):
+            # A deterministic judge (greedy decoding; transformers serve ignores temperature
+            # unless told to sample) repeats itself: asking again would only cost requests.
+            error = f"{error}; the judge repeated the same reply, not asked again"
+            break
+    return {
+        "id": f"{q.question_id}:{plan.order}",
+        "question_id": q.question_id,
+        "category": q.category,
+        "reviewer": rendered.reviewer.reviewer_id,
+        "reviewer_category": rendered.reviewer.category,
+        "order": plan.order,
+        "assistant_1": first.name,
+        "assistant_2": second.name,
+        "status": status,
+        "scores": scores,
+        "raw_scores": raw,
+        "parse_rule": rule,
+        "error": error,
+        "n_attempts": len(attempts),
+        "reply": attempts[-1]["reply"] if attempts else None,
+        "attempts": attempts,
+        "latency_s": round(sum(a["latency_s"] for a in attempts), 4),
+        "prompt_tokens": _sum_known(a["prompt_tokens"] for a in attempts),
+        "completion_tokens": _sum_known(a["completion_tokens"] for a in attempts),
+        "cost_usd": _sum_known(a["cost_usd"] for a in attempts),
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "cache_key": key,
+        "prompt_sha256": rendered.sha256,
+    }
+
+
+def _attempt_record(reply: Reply, judge_name: str) -> dict[str, Any]:
+    return {
+        "reply": reply.text,
+        "finish_reason": reply.finish_reason,
+        "error": reply.error,
+        "cached": reply.cached,
+        "http_attempts": reply.http_attempts,
+        "latency_s": round(reply.latency_s, 4),
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "cost_usd": cost_usd(judge_name, reply.prompt_tokens, reply.completion_tokens),
+        "parse_rule": None,
+        "parse_error": None,
+    }
+
+
+def _sum_known(values) -> float | int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+async def _judge_all(plans: list[_Plan], run: _Run) -> list[dict[str, Any]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    cfg, client = run.cfg, run.client
+    tasks = [asyncio.create_task(_judge_one(p, run)) for p in plans]
+    results: list[dict[str, Any]] = []
+    columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+    try:
+        with Progress(*columns, console=Console(stderr=True), disable=not cfg.progress, transient=False) as progress:
+            bar = progress.add_task("judge", total=len(tasks), status="")
+            failed = 0
+            for finished in asyncio.as_completed(tasks):
+                record = await finished
+                results.append(record)
+                failed += record["status"] != "ok"
+                progress.update(
+                    bar, advance=1, status=f"requests {client.stats.n_requests}  cached {client.stats.n_cache_hits}  failed {failed}"
+                )
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.aclose()
+    return results
+
+
+def run_judge(cfg: JudgeConfig) -> dict[str, Any]:
+    """Judge ``cfg.answers`` against ``cfg.baseline``; returns the summary also written to disk."""
+    started = time.monotonic()
+    _validate(cfg)
+    api_key = _api_key(cfg)
+    prompts = ReviewerPrompts(cfg.prompt_version, cfg.data_dir)
+    questions = load_questions(cfg.data_dir)
+    model = load_answer_set(cfg.answers, questions, cfg.data_dir, flag="--answers")
+    baseline = load_answer_set(cfg.baseline, questions, cfg.data_dir, flag="--baseline")
+    chosen, missing = _select_questions(cfg, questions, model, baseline)
+    orders = ORDER_CHOICES[cfg.orders]
+    out_dir = Path(cfg.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    request_model = _request_model(cfg.judge_model)
+
+    cache = ReplyCache(out_dir)
+    plans = [_Plan(q, o) for q in chosen for o in orders]
+
+    async def main() -> tuple[list[dict[str, Any]], ClientStats]:
+        client = JudgeClient(
+            base_url=cfg.judge_base_url,
+            model=request_model,
+            api_key=api_key,
+            cache=cache,
+            concurrency=cfg.concurrency,
+            timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+            backoff_s=cfg.retry_backoff_s,
+        )
+        records = await _judge_all(plans, _Run(cfg, prompts, client, model, baseline))
+        return records, client.stats
+
+    try:
+        records, stats = asyncio.run(main())
+    except FatalJudgeError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        cache.close()
+    records.sort(key=lambda r: (r["question_id"], orders.index(r["order"])))
+    _write_jsonl_atomic(out_dir / JUDGMENTS_FILE, records)
+
+    summary = _summary(cfg, records, orders, model, baseline, prompts, missing, stats, request_model, time.monotonic() - started)
+    write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
+    import json
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _summary(cfg, records, orders, model, baseline, prompts, missing, stats, request_model, wall_s) -> dict[str, Any]:
+    failures = Counter(r["status"] for r in records if r["status"] != "ok")
+    attempts = [a for r in records for a in r["attempts"]]
+    fresh = [a for a in attempts if not a["cached"]]
+    data_files = [QUESTIONS_FILE, *prompts.files]
+    data_files += [RECORDED[s.name] for s in (model, baseline) if s.kind == "recorded"]
+    aggregate = summarize(records, orders, cfg.seed)
+    request_s = stats.request_seconds
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "benchmark": "vicuna80",
+        "relative_score": aggregate.pop("relative_score"),
+        "wins": aggregate.pop("wins"),
+        "ties": aggregate.pop("ties"),
+        "losses": aggregate.pop("losses"),
+        "n_questions": len({r["question_id"] for r in records}),
+        "n_judgments": len(records),
+        "n_failed": sum(failures.values()),
+        "failures": dict(failures),
+        "order_consistency": aggregate.pop("order_consistency"),
+        **aggregate,
+        "n_requests": stats.n_requests,
+        "n_api_errors": stats.n_api_errors,
+        "n_cache_hits": stats.n_cache_hits,
+        "requests_per_s": (stats.n_requests / request_s) if request_s > 0 else None,
+        "request_seconds": request_s,
+        "wall_time_s": wall_s,
+        "parse_rules": dict(Counter(r["parse_rule"] for r in records if r["status"] == "ok")),
+        "n_reparsed": sum(1 for r in records if r["n_attempts"] > 1),
+        "tokens": {
+            "prompt": _sum_known(a["prompt_tokens"] for a in attempts),
+            "completion": _sum_known(a["completion_tokens"] for a in attempts),
+            "prompt_this_run": _sum_known(a["prompt_tokens"] for a in fresh),
+            "completion_this_run": _sum_known(a["completion_tokens"] for a in fresh),
+        },
+        "cost_usd": _sum_known(a["cost_usd"] for a in attempts),
+        "cost_usd_this_run": _sum_known(a["cost_usd"] for a in fresh),
+        "missing_answers": missing,
+        "model": model.describe(),
+        "baseline": baseline.describe(),
+        "judge": {
+            "model": cfg.judge_model,
+            "request_model": request_model,
+            "base_url": cfg.judge_base_url,
+            "prompt_version": prompts.version,
+            "reviewers": {c: r.reviewer_id for c, r in sorted(prompts.by_category.items())},
+            "parser": cfg.parser,
+            "orders": list(orders),
+            # effective values (None in the config means: the reviewer table's, 0.2 / 1024)
+            "temperature": sorted({r["temperature"] for r in records}),
+            "max_tokens": sorted({r["max_tokens"] for r in records}),
+            "parse_attempts": cfg.parse_attempts,
+            "max_retries": cfg.max_retries,
+            "concurrency": cfg.concurrency,
+        },
+        "config": to_jsonable(dataclasses.asdict(cfg)),
+        "provenance": {**run_provenance(), "data": {rel: manifest()[rel].sha256 for rel in data_files}},
+    }

@@ -1,0 +1,1 @@
+"""Vicuna-80 generation task (answers for ``selfalign judge``)."""

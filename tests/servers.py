@@ -1,0 +1,183 @@
+"""Local OpenAI-compatible servers for tests, on 127.0.0.1 only, always shut down.
+
+* ``ScriptedServer``: an in-process HTTP server whose chat-completion replies (or HTTP errors)
+  come from a Python function; it records every request. Milliseconds to start; for the
+  client's retry, cache and concurrency behaviour.
+* ``transformers_serve``: the real thing, ``transformers serve <model dir>`` in a subprocess
+  (the ``server`` marker); ready in ~8 s with SmolLM2-135M, polled on ``/health`` with a
+  bounded timeout, terminated (then killed) on exit.
+
+Both are context managers; a test module wraps them in a three-line fixture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+# (status, JSON body, extra headers)
+Response = tuple[int, dict[str, Any], dict[str, str]]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chat_reply(content: str | None, prompt_tokens: int = 10, completion_tokens: int = 5, model: str = "scripted") -> Response:
+    body = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+    }
+    return 200, body, {}
+
+
+def http_error(status: int, message: str = "scripted error", headers: dict[str, str] | None = None) -> Response:
+    return status, {"error": {"message": message, "type": "test", "code": status}}, headers or {}
+
+
+@dataclass
+class ScriptedServer:
+    """Answers POST /v1/chat/completions with ``respond(request_json, n)`` (n: 0-based request count)."""
+
+    respond: Callable[[dict[str, Any], int], Response]
+    delay_s: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    max_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # the client's reachability probe
+                self._send(200, {"object": "list", "data": []}, {})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    n = len(server.requests)
+                    server.requests.append({"path": self.path, "json": payload, "auth": self.headers.get("Authorization")})
+                    server._in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server._in_flight)
+                try:
+                    if server.delay_s:
+                        time.sleep(server.delay_s)
+                    status, body, headers = server.respond(payload, n)
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
+                self._send(status, body, headers)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def scripted_servers() -> Iterator[Callable[..., ScriptedServer]]:
+    """A factory ``make(respond, delay_s=0)``; every server it made is closed on exit."""
+    made: list[ScriptedServer] = []
+
+    def make(respond: Callable[[dict[str, Any], int], Response], delay_s: float = 0.0) -> ScriptedServer:
+        server = ScriptedServer(respond, delay_s)
+        made.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.close()
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    base_url: str
+    model: str  # the request's model field: the served directory
+    log: Path
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def transformers_serve(model_dir: str | Path, log_path: Path, ready_timeout_s: float = 120.0) -> Iterator[LocalServer]:
+    """``transformers serve model_dir`` on a free loopback port; always terminated."""
+    port = free_port()
+    cli = Path(sys.executable).with_name("transformers")
+    cmd = [str(cli) if cli.exists() else "transformers", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while not _ready(port):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"transformers serve exited with {proc.returncode}; see {log_path}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"transformers serve not ready after {ready_timeout_s:.0f} s; see {log_path}")
+                time.sleep(0.5)
+            yield LocalServer(f"http://127.0.0.1:{port}/v1", str(model_dir), log_path)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def smollm2_serve(log_dir: Path) -> Iterator[LocalServer]:
+    """SmolLM2-135M-Instruct behind ``transformers serve`` (converts the model on first use)."""
+    from harness.models import resolve_pretrained
+
+    with transformers_serve(resolve_pretrained("smollm2-135m-instruct"), log_dir / "transformers_serve.log") as server:
+        yield server
