@@ -1,0 +1,130 @@
+"""Stage manifests: what a stage ran with, what it produced, and whether it can be skipped.
+
+Each stage directory holds a ``manifest.json`` (schema below), written atomically: first with
+``status: "running"`` when the stage starts (so a later run knows the directory's config), then
+``status: "complete"`` at the end. A stage whose manifest is complete with the same config hash
+is skipped; a running one with the same hash resumes; any other directory content is moved
+aside (never mixed with new outputs).
+
+Schema (``schema_version`` 1)::
+
+    stage, number, title, status ("running" | "complete"), config_hash, config,
+    upstream {stage: output_hash}, data_files {rel: sha256}, outputs {name: relative path},
+    output_hash, counts {produced, kept, dropped {reason: n}, ...}, generation {...},
+    training {...}, timings {started, finished, wall_s}, dist {world_size}, provenance {...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.common.jsonl import write_json_atomic
+from harness.common.provenance import config_hash, run_provenance, to_jsonable
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class DropCounter:
+    """Produced / kept / dropped-by-reason counts of one filtering pass."""
+
+    produced: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def keep(self) -> None:
+        self.produced += 1
+        self.kept += 1
+
+    def drop(self, reason: str) -> None:
+        self.produced += 1
+        self.dropped[reason] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"produced": self.produced, "kept": self.kept, "dropped": dict(sorted(self.dropped.items()))}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    path = stage_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None  # written atomically, so only a foreign file can be unreadable
+
+
+def stage_hash(stage_config: Any, upstream: dict[str, str], data_files: dict[str, str], salt: str) -> str:
+    """Cache key of a stage: its config, its inputs' hashes, the data it reads, its code version."""
+    return config_hash({"config": to_jsonable(stage_config), "upstream": upstream, "data": data_files}, salt)
+
+
+def files_hash(paths: list[Path]) -> str:
+    """One hash over the contents of a stage's primary outputs (what downstream stages key on)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode() + b"\0")
+        if p.is_dir():
+            for sub in sorted(x for x in p.rglob("*") if x.is_file()):
+                h.update(str(sub.relative_to(p)).encode() + b"\0" + sub.read_bytes())
+        elif p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def move_aside(stage_dir: Path, why: str) -> Path | None:
+    """Rename a stage directory out of the way (``<dir>.stale-<time>``); returns the new path."""
+    if not stage_dir.exists() or not any(stage_dir.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = stage_dir.with_name(f"{stage_dir.name}.stale-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = stage_dir.with_name(f"{stage_dir.name}.stale-{stamp}-{n}")
+    stage_dir.rename(target)
+    (target / "STALE.txt").write_text(f"moved aside: {why}\n", encoding="utf-8")
+    return target
+
+
+def start_manifest(
+    stage_dir: Path, *, stage: str, number: int, title: str, cfg_hash: str, config: Any,
+    upstream: dict[str, str], data_files: dict[str, str], world_size: int,
+) -> dict[str, Any]:
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "stage": stage,
+        "number": number,
+        "title": title,
+        "status": "running",
+        "config_hash": cfg_hash,
+        "config": to_jsonable(config),
+        "upstream": upstream,
+        "data_files": data_files,
+        "timings": {"started": now_iso()},
+        "dist": {"world_size": world_size},
+        "provenance": run_provenance(),
+    }
+    write_json_atomic(stage_dir / MANIFEST, manifest)
+    return manifest
+
+
+def finish_manifest(stage_dir: Path, manifest: dict[str, Any], result: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    manifest = dict(manifest)
+    manifest.update(to_jsonable(result))
+    manifest["status"] = "complete"
+    manifest["timings"] = {**manifest.get("timings", {}), "finished": now_iso(), "wall_s": round(wall_s, 2)}
+    write_json_atomic(stage_dir / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,161 @@
+"""The contract every pipeline stage follows (a Protocol, not a base class) and what it is given.
+
+A stage declares the stages whose outputs it reads and the slice of the config that decides its
+outputs (the cache key); ``run(ctx)`` reads its inputs, writes its outputs under
+``ctx.stage_dir``, and returns what goes into its manifest. The runner does the rest: skipping,
+resuming, moving stale outputs aside, timing, manifests, and waiting between ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from harness.common.errors import UserError
+from harness.common.jsonl import iter_records
+from pipeline.config import PipelineConfig
+from pipeline.engine.base import GenerationEngine
+from pipeline.sharding import DistContext
+
+# (model, peft adapter directory or None) -> a ready engine (cached by the runner)
+EngineProvider = Callable[[str, "str | None"], GenerationEngine]
+
+
+@dataclass
+class StageResult:
+    """What a stage reports; the runner stores it in the stage manifest."""
+
+    outputs: dict[str, str]  # name -> path relative to the stage directory
+    primary: list[str]  # output names whose content downstream stages depend on (hashed)
+    counts: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    cfg: PipelineConfig
+    output_dir: Path
+    stage_dir: Path
+    data_dir: str | Path | None
+    dist: DistContext
+    engine: EngineProvider
+    progress: StageProgress
+    # Stop before training: generation stages complete, training stages are left incomplete
+    # (generation and training often need different process layouts; see paper.yaml).
+    generate_only: bool = False
+    # model -> the token strings that end generation (for the reference's EOS suppression)
+    eos_tokens: Callable[[str], list[str]] = lambda model: []
+    # upstream stage name -> its completed manifest
+    upstream: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def base_engine(self) -> GenerationEngine:
+        return self.engine(self.cfg.model.base, None)
+
+    def release_engines(self) -> None:
+        """Free cached engines (before training, which needs the memory)."""
+        release = getattr(self.engine, "release", None)
+        if release is not None:
+            release()
+
+    def upstream_path(self, stage: str, output: str) -> Path:
+        """A completed upstream stage's output file (the runner guarantees it is complete)."""
+        manifest = self.upstream.get(stage)
+        if manifest is None or output not in manifest.get("outputs", {}):
+            raise UserError(f"stage output {stage}/{output} is not available; run that stage first")
+        return self.output_dir / manifest["stage_dir"] / manifest["outputs"][output]
+
+    def progress_callback(self, description: str) -> Callable[[int, int], None]:
+        return self.progress.callback(description)
+
+
+class StageProgress:
+    """Rich progress bars for a stage's generation steps, shown on the main rank only.
+
+    Started on first use and closed before training (the trainer shows its own live bar, and
+    rich allows one live display at a time).
+    """
+
+    def __init__(self, enabled: bool, console: Console | None = None):
+        self.enabled = enabled
+        self.console = console
+        self._progress: Progress | None = None
+
+    def callback(self, description: str) -> Callable[[int, int], None]:
+        if not self.enabled:
+            return lambda done, total: None
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+            )
+            self._progress.start()
+        progress = self._progress
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return update
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class Stage(Protocol):
+    number: int
+    name: str  # also the directory suffix: <output>/<NN>_<name>
+    title: str
+    # Bump when the stage's parsing/filtering/prompting code changes what it outputs: the
+    # salt is part of the cache key, so old outputs are not reused.
+    version: str
+
+    def requires(self, cfg: PipelineConfig) -> tuple[str, ...]:
+        """Names of the stages whose outputs this stage reads."""
+        ...
+
+    def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
+        """The config that decides this stage's outputs (hashed into its cache key)."""
+        ...
+
+    def data_files(self, cfg: PipelineConfig, data_dir: str | Path | None) -> dict[str, str]:
+        """``{input reference: sha256}`` of the files the stage reads (part of its cache key)."""
+        ...
+
+    def run(self, ctx: StageContext) -> StageResult | None:
+        """Do the work; None means "stopped early on purpose" (``generate_only``): not complete."""
+        ...
+
+
+def read_kept(path: Path, what: str, fix: str) -> list[dict[str, Any]]:
+    """Records of an upstream JSONL, failing with one line when there are none."""
+    records = [r for r in iter_records(path) if r.get("kept", True)]
+    if not records:
+        raise UserError(f"{path}: no {what}; {fix}")
+    return records
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write a derived JSONL in one go, atomically (readers never see a half-written file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,26 @@
+"""Helpers shared by the generation stages: what of the engine config is part of a cache key,
+and the reference's end-of-sequence suppression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.config import PipelineConfig
+
+# Engine options that change speed or memory, not outputs (requests carry their own seeds).
+OPERATIONAL_ENGINE_OPTIONS = frozenset({
+    "batch_size", "progress", "device", "share_prefix", "min_shared_tokens", "gpu_memory_utilization",
+    "max_num_seqs", "tensor_parallel_size", "enforce_eager",
+})
+
+
+def generation_identity(cfg: PipelineConfig) -> dict[str, Any]:
+    """The part of the model/engine config that decides generated text."""
+    options = {k: v for k, v in cfg.engine.options.items() if k not in OPERATIONAL_ENGINE_OPTIONS}
+    return {"model": cfg.model.base, "backend": cfg.engine.backend, "options": options}
+
+
+def eos_bias(ctx) -> dict[str, float]:
+    """Logit bias of -100 on the end-of-sequence tokens: the reference's stage-1 generators
+    suppress EOS so that the base model keeps extending its list."""
+    return {tok: -100.0 for tok in ctx.eos_tokens(ctx.cfg.model.base)}

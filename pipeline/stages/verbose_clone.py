@@ -1,0 +1,172 @@
+"""Stage 4 — Verbose Cloning: the engraved model answers at length; a fresh LoRA learns those answers.
+
+The stage-3 model (base + engraving adapter) answers every stage-2 prompt, plus the identity
+questions, under the verbose prompt (``### Dromedary (extensive)``). Outputs are cleaned and
+filtered as IBM/Dromedary's merge_and_filter_verbose_clone_output.py does (turn cut, repetition
+cut, 12-item list cap, 128-character floor, wiki-style endings and prompt leaks rejected), and a
+new adapter is trained on the base model, as the reference's final fine-tune does, under the
+short distill prompts.
+
+Outputs: ``records.jsonl`` (one per prompt: raw output, kept, answer or drop reason),
+``train.jsonl``, ``adapter/`` (the final Dromedary adapter), trainer logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.common.errors import UserError
+from harness.common.jsonl import read_records
+from harness.prompts import META_PROMPTS, dromedary_prompt
+from pipeline.config import PipelineConfig, VerboseCloneConfig
+from pipeline.engine.base import GenerationRequest, SamplingParams
+from pipeline.inputs import fingerprint, read_input_text
+from pipeline.manifest import DropCounter
+from pipeline.sharding import generate_sharded, request_seed
+from pipeline.stages.answer_filters import (
+    END_OF_TURN,
+    VERBOSE_BOUNDARIES,
+    cut_repetition,
+    drop_truncated_word,
+)
+from pipeline.stages.base import StageContext, StageResult, write_records
+from pipeline.stages.common import generation_identity
+from pipeline.stages.engrave import meta_prompt_texts, train_stage_adapter, training_examples
+from pipeline.stages.identity import IDENTITY_DATA, load_identity_examples
+
+TURN_MARKER = "### User\n"
+LIST_CAP = "\n13. "  # the reference keeps at most 12 numbered items
+
+
+@dataclass(frozen=True)
+class VerboseVerdict:
+    answer: str | None
+    reason: str | None = None
+    detail: str | None = None
+
+
+def verbose_prompt(meta_prompt: str, instruction: str, input_text: str = "") -> str:
+    """The reference's generate_verbose_response.py prompt: ``... ### Dromedary (extensive)``."""
+    return dromedary_prompt(meta_prompt, instruction, input_text) + " (extensive)"
+
+
+def parse_verbose_output(
+    raw: str, finish_reason: str, *, instruction: str, input_text: str, cfg: VerboseCloneConfig
+) -> VerboseVerdict:
+    text = raw.strip()
+    ended_turn = TURN_MARKER in text or (finish_reason == "stop" and not cfg.drop_final_word_always)
+    if ended_turn:
+        answer = text.split(TURN_MARKER)[0].strip() + END_OF_TURN
+    else:
+        answer = drop_truncated_word(text)
+    # As in the reference, the repetition cut runs after the turn marker is appended (and its
+    # final strip removes the marker's newline).
+    answer = cut_repetition(answer, VERBOSE_BOUNDARIES)
+    for key, canned in cfg.canned_answers.items():
+        if key in instruction or key in input_text:
+            answer = canned
+    for key in cfg.canned_answers:
+        if key in answer and answer != cfg.canned_answers[key]:
+            # The reference stops with an error here; an exemplar's name in an answer is a leak.
+            return VerboseVerdict(None, "exemplar_leak", key)
+    answer = answer.split(LIST_CAP)[0]
+    if len(answer) < cfg.min_chars and "### User" not in answer:
+        return VerboseVerdict(None, "too_short")
+    body = answer.split("### User")[0]
+    for marker in cfg.bad_markers:
+        if marker in body:
+            return VerboseVerdict(None, "bad_marker", marker[:40])
+    return VerboseVerdict(answer)
+
+
+class VerboseCloneStage:
+    number = 4
+    name = "verbose_clone"
+    title = "Verbose Cloning"
+    version = "1"
+
+    def requires(self, cfg: PipelineConfig) -> tuple[str, ...]:
+        return ("self_align", "engrave")
+
+    def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
+        stage4 = {**asdict(cfg.stage4), "train": {**cfg.stage4.train.identity(), "merge": cfg.stage4.train.merge}}
+        return {"seed": cfg.seed, "generation": generation_identity(cfg), "stage4": stage4}
+
+    def data_files(self, cfg: PipelineConfig, data_dir: Any = None) -> dict[str, str]:
+        s4 = cfg.stage4
+        files = {s4.prompt: fingerprint(s4.prompt, data_dir, "stage4.prompt")}
+        rels = [META_PROMPTS[n] for n in s4.meta_prompts if n in META_PROMPTS]
+        if s4.include_identity_prompts:
+            rels.append(IDENTITY_DATA)
+        return {**files, **{rel: fingerprint(rel, data_dir, 'data file') for rel in rels}}
+
+    def run(self, ctx: StageContext) -> StageResult | None:
+        s4 = ctx.cfg.stage4
+        # Every prompt stage 2 answered, kept or not (the reference reused all its inputs).
+        prompts = read_kept_all(ctx)
+        if s4.include_identity_prompts:
+            prompts += load_identity_examples(ctx.data_dir, s4.max_identity_prompts)
+        if s4.max_prompts is not None:
+            prompts = prompts[: s4.max_prompts]
+        meta = read_input_text(s4.prompt, ctx.data_dir, "stage4.prompt").strip()
+        requests = [
+            GenerationRequest(p["id"], verbose_prompt(meta, p["instruction"], p.get("input", "")), request_seed(ctx.cfg.seed, f"verbose:{p['id']}"))
+            for p in prompts
+        ]
+        params = SamplingParams(
+            max_new_tokens=s4.max_new_tokens, temperature=s4.temperature, top_p=s4.top_p,
+            stop=(TURN_MARKER,) if s4.stop_at_next_turn else (),
+        )
+        adapter = ctx.upstream_path("engrave", "adapter")
+        outputs, stats = generate_sharded(
+            "verbose_clone", requests, params, gen_dir=ctx.stage_dir / "generations", dist=ctx.dist,
+            engine=lambda: ctx.engine(ctx.cfg.model.base, str(adapter)), shared_prefix=meta,
+            chunk_size=ctx.cfg.engine.chunk_size, on_progress=ctx.progress_callback("stage 4: verbose answers"),
+        )
+        ctx.release_engines()  # free the engraved model before training
+        counter = DropCounter()
+        records, kept = [], []
+        for prompt, out in zip(prompts, outputs, strict=True):
+            v = parse_verbose_output(out["text"], out["finish_reason"], instruction=prompt["instruction"], input_text=prompt.get("input", ""), cfg=s4)
+            counter.drop(v.reason) if v.reason else counter.keep()
+            rec = {
+                "id": prompt["id"], "instruction": prompt["instruction"], "input": prompt.get("input", ""),
+                "origin": prompt.get("origin", {}), "raw_output": out["text"], "finish_reason": out["finish_reason"],
+                "kept": v.reason is None, "answer": v.answer, "drop_reason": v.reason, "drop_detail": v.detail,
+            }
+            records.append(rec)
+            if v.reason is None:
+                kept.append({"id": rec["id"], "instruction": rec["instruction"], "input": rec["input"], "output": v.answer})
+        if ctx.dist.is_main:
+            write_records(ctx.stage_dir / "records.jsonl", records)
+        if not kept:
+            raise UserError(
+                f"{ctx.stage_dir / 'records.jsonl'}: all {len(records)} verbose answers were dropped "
+                f"({_reasons(counter)}); nothing to train on; answer more prompts (stage4.max_prompts, stage 2 counts)"
+            )
+        examples = training_examples(kept, meta_prompt_texts(s4.meta_prompts, ctx.data_dir, "stage4.meta_prompts"))
+        if ctx.dist.is_main:
+            write_records(ctx.stage_dir / "train.jsonl", [{"id": ex.id, "prompt": ex.prompt, "answer": ex.answer} for ex in examples])
+        if ctx.generate_only:
+            return None
+        result, summary = train_stage_adapter(ctx, s4.train, examples)
+        outputs_map = {
+            "records": "records.jsonl", "train": "train.jsonl", "adapter": "adapter", "generations": "generations",
+            "train_log": "train_log.jsonl", "train_result": "train_result.json",
+        }
+        if result.merged_dir:
+            outputs_map["merged"] = "merged"
+        return StageResult(outputs=outputs_map, primary=["adapter"], counts=counter.as_dict(), generation=stats.as_dict(), training=summary)
+
+
+def _reasons(counter: DropCounter) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.dropped.items()))
+
+
+def read_kept_all(ctx: StageContext) -> list[dict[str, Any]]:
+    path = ctx.upstream_path("self_align", "records")
+    records = read_records(path)
+    if not records:
+        raise UserError(f"{path}: no stage-2 records; rerun stage 2")
+    return [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input", ""), "origin": r.get("origin", {})} for r in records]
