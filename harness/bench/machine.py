@@ -1,0 +1,52 @@
+"""What this machine can do: the fp32 matmul rate that FLOP floors are measured against."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of a ``size``³ fp32 matmul with torch's current thread count.
+
+    Best-of, because the floor should be the machine's attainable rate, not one disturbed by a
+    neighbour's burst on a shared CPU.
+    """
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    torch.mm(a, b)  # warm-up: thread pool, allocator
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def machine_info() -> dict:
+    import os
+    import platform
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+@dataclass
+class Clock:
+    """Wall and process-CPU seconds accumulated over the chunks one backend ran."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+    def time(self, fn, *args):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        self.wall_s += time.perf_counter() - wall
+        self.cpu_s += time.process_time() - cpu
+        return out
