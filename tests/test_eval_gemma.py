@@ -33,7 +33,7 @@ def test_all_tasks_on_gemma_are_sane(gemma_dir, data_dir, tmp_path):
     assert per_category == [2, 2, 2, 2]
     overall = res["selfalign_hhh"]["acc,none"]
     cats = [res[f"selfalign_hhh_{c}"]["acc,none"] for c in ("harmless", "helpful", "honest", "other")]
-    assert overall == pytest.approx(sum(c * k for c, k in zip(cats, per_category)) / sum(per_category))
+    assert overall == pytest.approx(sum(c * k for c, k in zip(cats, per_category, strict=True)) / sum(per_category))
 
 
 def test_standard_mc1_equals_lm_eval_builtin_on_gemma(gemma_dir, data_dir, tmp_path):
