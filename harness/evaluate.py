@@ -62,7 +62,7 @@ def _register_backends() -> None:
             raise
 
 
-def _weights_fingerprint(args: dict[str, Any], backend: str) -> str:
+def weights_fingerprint(args: dict[str, Any], backend: str) -> str:
     """Identity of the model for the response cache: lm-eval keys its cache by request only."""
     h = hashlib.sha256(backend.encode())
     for key in ("pretrained", "peft", "tokenizer", "dtype", "revision"):
@@ -147,7 +147,7 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
         # it goes: an interrupted run resumes from the requests already answered.
         cache_dir = out_dir / "lm_cache"
         cache_dir.mkdir(exist_ok=True)
-        lm = CachingLM(lm, str(cache_dir / f"{_weights_fingerprint(args, cfg.model)}_rank{lm.rank}.db"))
+        lm = CachingLM(lm, str(cache_dir / f"{weights_fingerprint(args, cfg.model)}_rank{lm.rank}.db"))
     lm = ProgressLM(lm, progress)
     try:
         if own_progress:

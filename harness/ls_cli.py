@@ -102,7 +102,11 @@ def main_validate(args: argparse.Namespace) -> int:
         else:
             n_docs = sum(len(t.eval_docs) for t in tasks.values())
             console.print(f"[green]ok[/green] {name}: group/tag of {len(tasks)} tasks, {n_docs} documents")
-    for module, fn in (("pipeline.config", "validate_shipped_configs"), ("reports.baselines", "validate_baselines")):
+    for module, fn in (
+        ("pipeline.config", "validate_shipped_configs"),
+        ("reports.baselines", "validate_baselines"),
+        ("reports.run", "validate_run_configs"),
+    ):
         try:
             check = getattr(importlib.import_module(module), fn)
         except (ModuleNotFoundError, AttributeError):

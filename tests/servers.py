@@ -14,28 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from reports.judge_server import LocalJudge, serve_local_judge
+
 # (status, JSON body, extra headers)
 Response = tuple[int, dict[str, Any], dict[str, str]]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chat_reply(content: str | None, prompt_tokens: int = 10, completion_tokens: int = 5, model: str = "scripted") -> Response:
@@ -138,52 +128,8 @@ def scripted_servers() -> Iterator[Callable[..., ScriptedServer]]:
             server.close()
 
 
-@dataclass(frozen=True)
-class LocalServer:
-    base_url: str
-    model: str  # the request's model field: the served directory
-    log: Path
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @contextlib.contextmanager
-def transformers_serve(model_dir: str | Path, log_path: Path, ready_timeout_s: float = 120.0) -> Iterator[LocalServer]:
-    """``transformers serve model_dir`` on a free loopback port; always terminated."""
-    port = free_port()
-    cli = Path(sys.executable).with_name("transformers")
-    cmd = [str(cli) if cli.exists() else "transformers", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            deadline = time.monotonic() + ready_timeout_s
-            while not _ready(port):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"transformers serve exited with {proc.returncode}; see {log_path}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"transformers serve not ready after {ready_timeout_s:.0f} s; see {log_path}")
-                time.sleep(0.5)
-            yield LocalServer(f"http://127.0.0.1:{port}/v1", str(model_dir), log_path)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
-
-
-@contextlib.contextmanager
-def smollm2_serve(log_dir: Path) -> Iterator[LocalServer]:
-    """SmolLM2-135M-Instruct behind ``transformers serve`` (converts the model on first use)."""
-    from harness.models import resolve_pretrained
-
-    with transformers_serve(resolve_pretrained("smollm2-135m-instruct"), log_dir / "transformers_serve.log") as server:
+def smollm2_serve(log_dir: Path) -> Iterator[LocalJudge]:
+    """SmolLM2-135M-Instruct behind ``transformers serve``: the library helper ``selfalign run`` uses."""
+    with serve_local_judge("smollm2-135m-instruct", log_dir / "transformers_serve.log", threads=1) as server:
         yield server

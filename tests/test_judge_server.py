@@ -36,7 +36,7 @@ def test_local_judge_end_to_end(smollm2_server, data_dir, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     judgments = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
 
-    assert summary["judge"]["request_model"] == smollm2_server.model  # the alias became the served path
+    assert summary["judge"]["request_model"] == smollm2_server.request_model  # the alias became the served path
     assert [(j["question_id"], j["order"]) for j in judgments] == [
         (1, "baseline_first"), (1, "model_first"), (69, "baseline_first"), (69, "model_first")
     ]

@@ -1,0 +1,531 @@
+"""``selfalign run``: pipeline stages not yet done, then every checkpoint and baseline evaluated, judged, reported.
+
+Output layout (``<output>/<name>/``)::
+
+    run_config.yaml                        the resolved RunConfig
+    manifest.json                          systems (in stage order, with roles), every eval/judge unit
+                                           (reused or run, wall time), phase timings, provenance
+    pipeline/                              ``selfalign pipeline run`` output (stage dirs, adapters)
+    eval/<task>/<model_id>/                one ``selfalign eval --tasks <task>`` output per unit
+                                           (results.json, samples_*.jsonl, lm_cache/, run_key.json)
+    judge/<model_id>_vs_<opponent>/        one ``selfalign judge`` output per comparison (+ run_key.json)
+    judge_server.log                       the local judge server's log (when one was started)
+    report/                                ``selfalign report`` output: report.{md,csv,html,json}, figures/
+
+Reuse rule. An evaluation unit (one model, one task) is reused when its ``results.json`` exists,
+its ``run_key.json`` holds the same key, and results.json records the task's current version. The
+key hashes the backend, the resolved model args, a fingerprint of the weight files (names, sizes,
+modification times: a retrained adapter is a new model), the task and its version, the limit, the
+prompt settings (meta prompt, chat template), the generation kwargs and the seed. A judge unit is
+reused when the answers it judged (sha256 of the samples file), the opponent, the judge model and
+the judge settings are unchanged. Anything else reruns; lm-eval's per-model response cache and the
+judge's reply cache still make unchanged requests free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from harness.common.errors import UserError
+from harness.common.jsonl import write_json_atomic
+from harness.common.paths import repo_root
+from harness.common.provenance import config_hash, run_provenance, sha256_file, to_jsonable
+from reports.collect import BASELINE, CHECKPOINT, RUN_MANIFEST
+
+EVAL_KEY_VERSION = "1"
+JUDGE_KEY_VERSION = "1"
+RUN_KEY_FILE = "run_key.json"
+GENERATION_TASKS = ("vicuna80",)
+# pipeline stage name -> label of its checkpoint (both adapters are trained on the base model)
+STAGE_CHECKPOINTS = {
+    "engrave": "stage 3: principle engraving",
+    "verbose_clone": "stage 4: verbose cloning (final)",
+}
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@dataclass
+class PipelineSection:
+    enabled: bool = True  # false: evaluate what pipeline/ already holds, run nothing
+    config: str | None = "configs/pipeline/demo.yaml"  # pipeline YAML; None = PipelineConfig defaults
+    overrides: list[str] = field(default_factory=list)  # KEY=VALUE on top of it
+    stages: str = "all"
+
+
+@dataclass
+class EvalSection:
+    backend: str = "selfalign-hf"  # lm-eval backend for local models (hf works too, slower)
+    tasks: list[str] = field(default_factory=lambda: ["truthfulqa_mc1", "truthfulqa_tf", "hhh", "vicuna80"])
+    limit: float | None = None  # documents per task (None: all) ...
+    limits: dict[str, float] = field(default_factory=dict)  # ... or per task, e.g. {hhh: 10}
+    gen_kwargs: dict[str, str] = field(default_factory=dict)  # per task, e.g. {vicuna80: "max_gen_toks=128"}
+    batch_size: int = 8
+    extra_model_args: str = ""  # appended to every local model's model_args (e.g. dtype=float32)
+    meta_prompt: str | None = None  # checkpoints' prompt framing; None = the tasks' paper default
+    seed: int = 1234
+
+    def limit_for(self, task: str) -> float | None:
+        return self.limits.get(task, self.limit)
+
+
+@dataclass
+class JudgeSection:
+    enabled: bool = True
+    # answer sets the checkpoints are judged against: baseline names with `answers`, recorded
+    # set names (gpt35, bard, ...) or answer files
+    opponents: list[str] = field(default_factory=lambda: ["chatgpt"])
+    head_to_head: bool = False  # also judge each checkpoint against the one before it
+    judge_model: str = "smollm2-135m-instruct"
+    base_url: str | None = None  # None: start `transformers serve` for judge_model on 127.0.0.1
+    api_key_env: str = "OPENAI_API_KEY"
+    max_tokens: int | None = None  # None: the reviewer's 1024
+    orders: str = "both"
+    parse_attempts: int = 3
+    concurrency: int = 2
+    timeout_s: float = 300.0
+    server_ready_timeout_s: float = 240.0
+    server_threads: int | None = None  # OMP threads of the local server (None: inherit)
+
+
+@dataclass
+class ReportSection:
+    enabled: bool = True
+    title: str = ""  # default: "SELF-ALIGN run <name>"
+    include_reported: bool = True
+
+
+@dataclass
+class RunConfig:
+    name: str = "demo"
+    output: str = "runs"
+    data_dir: str | None = None
+    pipeline: PipelineSection = field(default_factory=PipelineSection)
+    # which checkpoints to evaluate: base, engrave (stage 3), verbose_clone (stage 4)
+    checkpoints: list[str] = field(default_factory=lambda: ["base", *STAGE_CHECKPOINTS])
+    baselines: list[str] = field(default_factory=list)  # registry names with a `model` (evaluated like checkpoints)
+    baseline_files: list[str] = field(default_factory=list)  # extra baselines YAML files
+    eval: EvalSection = field(default_factory=EvalSection)
+    judge: JudgeSection = field(default_factory=JudgeSection)
+    report: ReportSection = field(default_factory=ReportSection)
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    from harness.common.config import load_config
+
+    return load_config(RunConfig, path, overrides)
+
+
+# ---------------------------------------------------------------------------- systems
+
+
+@dataclass
+class ModelToEvaluate:
+    """A model to evaluate: a checkpoint of the pipeline or a runnable baseline."""
+
+    model_id: str
+    label: str
+    role: str  # checkpoint | baseline
+    backend: str
+    model_args: str
+    apply_chat_template: bool = False
+    meta_prompt: str | None = None
+    generation_only: bool = False  # API models: no log-likelihoods
+
+
+def _resolve_path(path: str, what: str) -> Path:
+    """A path as given, else relative to the checkout (shipped configs work from any directory)."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        if not p.exists():
+            raise UserError(f"{what} {p} does not exist")
+        return p
+    alt = repo_root() / p
+    if alt.exists():
+        return alt
+    raise UserError(f"{what} {path} does not exist (looked in {Path.cwd()} and {repo_root()})")
+
+
+def _pipeline_config(cfg: RunConfig):
+    from harness.common.config import load_config
+    from pipeline.config import PipelineConfig
+
+    path = _resolve_path(cfg.pipeline.config, "pipeline.config") if cfg.pipeline.config else None
+    return load_config(PipelineConfig, path, cfg.pipeline.overrides)
+
+
+def _with_extra(model_args: str, extra: str) -> str:
+    return ",".join(a for a in (model_args, extra) if a)
+
+
+def _checkpoint_label(name: str) -> str:
+    from harness.common.registry import lookup
+
+    return lookup("checkpoint", name, {"base": "base", **STAGE_CHECKPOINTS}, "checkpoints: base, engrave, verbose_clone")
+
+
+def checkpoint_models(cfg: RunConfig, base_model: str, pipeline_dir: Path) -> tuple[list[ModelToEvaluate], list[str]]:
+    """The base model and each requested stage's adapter (absent adapters are listed, not fatal)."""
+    from harness.models import model_id
+    from pipeline.manifest import read_manifest
+    from pipeline.runner import STAGES_BY_NAME, stage_dir_name
+
+    systems, missing = [], []
+    for name in cfg.checkpoints:
+        if name == "base":
+            args = f"pretrained={base_model}"
+            systems.append(ModelToEvaluate(model_id(args), f"base ({base_model})", CHECKPOINT, cfg.eval.backend,
+                                           _with_extra(args, cfg.eval.extra_model_args), meta_prompt=cfg.eval.meta_prompt))
+            continue
+        label = _checkpoint_label(name)
+        stage_dir = pipeline_dir / stage_dir_name(STAGES_BY_NAME[name])
+        manifest = read_manifest(stage_dir) or {}
+        adapter = manifest.get("outputs", {}).get("adapter")
+        if manifest.get("status") != "complete" or not adapter or not (stage_dir / adapter / "adapter_config.json").is_file():
+            missing.append(f"{name} (no complete adapter in {stage_dir})")
+            continue
+        args = f"pretrained={base_model},peft={(stage_dir / adapter).resolve()}"
+        systems.append(ModelToEvaluate(model_id(args), label, CHECKPOINT, cfg.eval.backend,
+                                       _with_extra(args, cfg.eval.extra_model_args), meta_prompt=cfg.eval.meta_prompt))
+    return systems, missing
+
+
+def baseline_models(cfg: RunConfig, registry) -> list[ModelToEvaluate]:
+    systems = []
+    for name in cfg.baselines:
+        b = registry.get(name)
+        if b.model is None:
+            raise UserError(f"baselines: {name!r} has no `model` to run (only answers or paper numbers); list it under judge.opponents or drop it")
+        spec = b.model
+        args = spec.model_args if spec.generation_only else _with_extra(spec.model_args, cfg.eval.extra_model_args)
+        backend = spec.backend or cfg.eval.backend
+        # the registry name is the output id: the same weights under another prompt are another system
+        systems.append(ModelToEvaluate(name, name, BASELINE, backend, args, spec.apply_chat_template, spec.meta_prompt, spec.generation_only))
+    return systems
+
+
+def _check_unique_ids(systems: list[ModelToEvaluate]) -> None:
+    seen: dict[str, ModelToEvaluate] = {}
+    for s in systems:
+        if s.model_id in seen:
+            raise UserError(
+                f"baselines: {s.label!r} has the output id {s.model_id!r} of {seen[s.model_id].label!r}; "
+                "it is evaluated already, drop it from baselines"
+            )
+        seen[s.model_id] = s
+
+
+# ---------------------------------------------------------------------------- eval units
+
+
+def _eval_key(system: ModelToEvaluate, task: str, cfg: RunConfig, version: Any) -> tuple[str, dict[str, Any]]:
+    from harness.evaluate import LOCAL_BACKENDS, weights_fingerprint
+    from harness.models import parse_model_args, resolve_model_args
+
+    raw = parse_model_args(system.model_args)
+    resolved = resolve_model_args(raw) if system.backend in LOCAL_BACKENDS else raw
+    payload = {
+        "backend": system.backend,
+        "model_args": {k: str(v) for k, v in resolved.items()},
+        "weights": weights_fingerprint(resolved, system.backend) if system.backend in LOCAL_BACKENDS else None,
+        "task": task, "task_version": version, "limit": cfg.eval.limit_for(task),
+        "meta_prompt": system.meta_prompt, "apply_chat_template": system.apply_chat_template,
+        "gen_kwargs": cfg.eval.gen_kwargs.get(task), "seed": cfg.eval.seed,
+    }
+    return config_hash(payload, EVAL_KEY_VERSION), payload
+
+
+def _key_matches(unit_dir: Path, key: str) -> bool:
+    import json
+
+    try:
+        return json.loads((unit_dir / RUN_KEY_FILE).read_text()).get("key") == key
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def eval_reusable(unit_dir: Path, key: str, versions: dict[str, Any]) -> bool:
+    """results.json + the same key + results.json recording the tasks' current versions."""
+    import json
+
+    if not _key_matches(unit_dir, key):
+        return False
+    try:
+        recorded = json.loads((unit_dir / "results.json").read_text()).get("selfalign", {}).get("task_versions", {})
+    except (OSError, json.JSONDecodeError):
+        return False
+    return all(recorded.get(t) == v for t, v in versions.items())
+
+
+def judge_reusable(unit_dir: Path, key: str) -> bool:
+    return (unit_dir / "summary.json").is_file() and _key_matches(unit_dir, key)
+
+
+def run_eval_unit(system: ModelToEvaluate, task: str, cfg: RunConfig, run_dir: Path, console: Console) -> dict[str, Any]:
+    from harness.evaluate import EvalConfig, run_eval
+    from harness.task_registry import PREFIX, task_versions
+
+    versions = {k: v for k, v in task_versions().items() if k == PREFIX + task or k.startswith(f"{PREFIX}{task}_")}
+    key, payload = _eval_key(system, task, cfg, versions.get(PREFIX + task))
+    unit_dir = run_dir / "eval" / task / system.model_id
+    record = {"model_id": system.model_id, "task": task, "dir": str(unit_dir.relative_to(run_dir)), "key": key}
+    if eval_reusable(unit_dir, key, versions):
+        console.print(f"[dim]eval {system.label} / {task}: reused ({unit_dir})[/dim]")
+        return {**record, "reused": True, "wall_s": 0.0}
+    console.print(f"eval {system.label} / {task} (limit {cfg.eval.limit_for(task)})")
+    started = time.perf_counter()
+    run_eval(EvalConfig(
+        model=system.backend, model_args=system.model_args, tasks=[task], output=str(run_dir / "eval" / task),
+        limit=cfg.eval.limit_for(task), batch_size=cfg.eval.batch_size, data_dir=cfg.data_dir,
+        meta_prompt=system.meta_prompt, apply_chat_template=system.apply_chat_template,
+        gen_kwargs=cfg.eval.gen_kwargs.get(task), model_id=system.model_id, seed=cfg.eval.seed,
+    ))
+    write_json_atomic(unit_dir / RUN_KEY_FILE, {"key": key, "payload": payload})
+    return {**record, "reused": False, "wall_s": round(time.perf_counter() - started, 2)}
+
+
+# ---------------------------------------------------------------------------- judge units
+
+
+@dataclass
+class JudgeUnit:
+    system: ModelToEvaluate
+    opponent: str  # name in the report
+    opponent_spec: str  # what run_judge takes as baseline
+    answers_dir: Path
+    out_dir: Path
+    key: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def _opponent_spec(name: str, registry) -> str:
+    """A registry baseline's answers, a recorded set name, or an answer file."""
+    from harness.judge.answers import RECORDED
+
+    if name in registry.baselines and registry.baselines[name].answers:
+        return registry.baselines[name].answers
+    if name in RECORDED or Path(name).is_file():
+        return name
+    from harness.common.registry import unknown_name_error
+
+    known = [n for n, b in registry.baselines.items() if b.answers] + list(RECORDED)
+    raise unknown_name_error("judge opponent", name, known, "judge.opponents: a baseline with answers, a recorded set or a file")
+
+
+def _answers_file(answers_dir: Path) -> Path:
+    found = sorted(answers_dir.glob("samples_vicuna80*.jsonl"))
+    if len(found) != 1:
+        raise UserError(f"{answers_dir}: expected one samples_vicuna80*.jsonl, found {len(found)}; rerun the vicuna80 evaluation")
+    return found[0]
+
+
+def plan_judge_units(cfg: RunConfig, systems: list[ModelToEvaluate], run_dir: Path, registry) -> list[JudgeUnit]:
+    units = []
+    judged = systems if "vicuna80" in cfg.eval.tasks else []
+    for s in judged:
+        for opponent in cfg.judge.opponents:
+            units.append(JudgeUnit(s, opponent, _opponent_spec(opponent, registry), run_dir / "eval" / "vicuna80" / s.model_id,
+                                   run_dir / "judge" / f"{s.model_id}_vs_{opponent}"))
+    if cfg.judge.head_to_head:
+        checkpoints = [s for s in judged if s.role == CHECKPOINT]
+        for previous, current in zip(checkpoints, checkpoints[1:], strict=False):
+            prev_dir = run_dir / "eval" / "vicuna80" / previous.model_id
+            units.append(JudgeUnit(current, previous.model_id, str(prev_dir), run_dir / "eval" / "vicuna80" / current.model_id,
+                                   run_dir / "judge" / f"{current.model_id}_vs_{previous.model_id}"))
+    for u in units:
+        opponent_path = Path(u.opponent_spec)
+        opponent_hash = sha256_file(_answers_file(opponent_path)) if opponent_path.is_dir() else u.opponent_spec
+        j = cfg.judge
+        u.payload = {
+            "answers": sha256_file(_answers_file(u.answers_dir)), "opponent": opponent_hash,
+            "judge_model": j.judge_model, "base_url": j.base_url, "max_tokens": j.max_tokens, "orders": j.orders,
+            "parse_attempts": j.parse_attempts, "limit": cfg.eval.limit_for("vicuna80"),
+        }
+        u.key = config_hash(u.payload, JUDGE_KEY_VERSION)
+    return units
+
+
+def run_judge_units(units: list[JudgeUnit], cfg: RunConfig, run_dir: Path, console: Console) -> list[dict[str, Any]]:
+    import contextlib
+
+    from harness.judge.run import JudgeConfig, run_judge
+    from reports.judge_server import serve_local_judge, sigterm_as_exit
+
+    records, todo = [], []
+    for u in units:
+        record = {"model_id": u.system.model_id, "opponent": u.opponent, "dir": str(u.out_dir.relative_to(run_dir)), "key": u.key}
+        if judge_reusable(u.out_dir, u.key):
+            console.print(f"[dim]judge {u.system.label} vs {u.opponent}: reused ({u.out_dir})[/dim]")
+            records.append({**record, "reused": True, "wall_s": 0.0})
+        else:
+            todo.append((u, record))
+    if not todo:
+        return records
+    j = cfg.judge
+    with contextlib.ExitStack() as stack:
+        if j.base_url:
+            base_url, model = j.base_url, j.judge_model
+        else:
+            console.print(f"starting the local judge server ({j.judge_model}) ...")
+            stack.enter_context(sigterm_as_exit())
+            server = stack.enter_context(serve_local_judge(j.judge_model, run_dir / "judge_server.log", j.server_ready_timeout_s, j.server_threads))
+            from harness.models import ALIASES
+
+            # an alias stays an alias (run_judge maps it to the served path and records both)
+            base_url, model = server.base_url, j.judge_model if j.judge_model in ALIASES else server.request_model
+        for u, record in todo:
+            console.print(f"judge {u.system.label} vs {u.opponent}")
+            started = time.perf_counter()
+            summary = run_judge(JudgeConfig(
+                answers=str(u.answers_dir), baseline=u.opponent_spec, output=str(u.out_dir), judge_model=model,
+                judge_base_url=base_url, api_key_env=j.api_key_env, orders=j.orders, max_tokens=j.max_tokens,
+                parse_attempts=j.parse_attempts, concurrency=j.concurrency, timeout_s=j.timeout_s,
+                limit=_int_or_none(cfg.eval.limit_for("vicuna80")), data_dir=cfg.data_dir,
+            ))
+            write_json_atomic(u.out_dir / RUN_KEY_FILE, {"key": u.key, "payload": u.payload})
+            records.append({**record, "reused": False, "wall_s": round(time.perf_counter() - started, 2),
+                            "n_scored": summary.get("n_scored"), "n_failed": summary.get("n_failed")})
+    return records
+
+
+def _int_or_none(limit: float | None) -> int | None:
+    if limit is None:
+        return None
+    if limit < 1:
+        return round(80 * limit)  # a fraction of the 80 questions, as lm-eval reads it
+    return int(limit)
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    write_json_atomic(run_dir / RUN_MANIFEST, to_jsonable(manifest))
+
+
+def _system_entries(systems: list[ModelToEvaluate], evals: list[dict], judges: list[dict]) -> list[dict[str, Any]]:
+    out = []
+    for s in systems:
+        out.append({
+            **dataclasses.asdict(s),
+            "eval_dirs": [e["dir"] for e in evals if e["model_id"] == s.model_id],
+            "judge_dirs": {j["opponent"]: j["dir"] for j in judges if j["model_id"] == s.model_id},
+        })
+    return out
+
+
+def run(cfg: RunConfig, console: Console | None = None, *, pipeline_runner=None) -> dict[str, Any]:
+    """Run what is not done and write the report; returns the run manifest (also ``manifest.json``).
+
+    ``pipeline_runner(pipeline_cfg, output_dir, stages, data_dir=...)`` replaces
+    ``pipeline.runner.run`` (tests pass fakes).
+    """
+    from harness import data
+    from harness.task_registry import resolve_task_names
+    from reports.baselines import load_registry
+
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    run_dir = Path(cfg.output) / cfg.name
+    # fail on bad input before any long work
+    resolve_task_names(cfg.eval.tasks)
+    data.resolve_data_dir(cfg.data_dir)
+    for name in cfg.checkpoints:
+        _checkpoint_label(name)
+    registry = load_registry([_resolve_path(f, "baseline_files") for f in cfg.baseline_files])
+    baselines = baseline_models(cfg, registry)
+    if cfg.judge.enabled and "vicuna80" in cfg.eval.tasks:
+        for opponent in cfg.judge.opponents:
+            _opponent_spec(opponent, registry)
+    pipeline_cfg = _pipeline_config(cfg)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run_config.yaml").write_text(yaml.safe_dump(to_jsonable(cfg), sort_keys=False), encoding="utf-8")
+    manifest: dict[str, Any] = {"name": cfg.name, "config": to_jsonable(cfg), "timings_s": {}, "provenance": run_provenance()}
+
+    # 1. pipeline
+    phase = time.perf_counter()
+    pipeline_dir = run_dir / "pipeline"
+    if cfg.pipeline.enabled:
+        console.rule("pipeline")
+        if pipeline_runner is None:
+            from pipeline.runner import run as pipeline_runner
+        pipeline_manifest = pipeline_runner(pipeline_cfg, pipeline_dir, cfg.pipeline.stages, data_dir=cfg.data_dir)
+        manifest["pipeline"] = {k: v for k, v in pipeline_manifest.items() if k != "provenance"}
+    manifest["timings_s"]["pipeline"] = round(time.perf_counter() - phase, 2)
+
+    checkpoints, missing = checkpoint_models(cfg, pipeline_cfg.model.base, pipeline_dir)
+    if missing:
+        manifest["missing_checkpoints"] = missing
+        console.print(f"[yellow]not evaluated (no checkpoint): {', '.join(missing)}[/yellow]")
+    systems = checkpoints + baselines
+    _check_unique_ids(systems)
+    manifest["systems"] = _system_entries(systems, [], [])
+    _write_manifest(run_dir, manifest)
+
+    # 2. evaluations
+    console.rule("evaluation")
+    phase = time.perf_counter()
+    evals = []
+    for system in systems:
+        for task in cfg.eval.tasks:
+            if system.generation_only and task not in GENERATION_TASKS:
+                continue
+            evals.append(run_eval_unit(system, task, cfg, run_dir, console))
+            manifest["evals"] = evals
+            manifest["systems"] = _system_entries(systems, evals, [])
+            _write_manifest(run_dir, manifest)
+    manifest["timings_s"]["eval"] = round(time.perf_counter() - phase, 2)
+
+    # 3. judge
+    judges: list[dict[str, Any]] = []
+    phase = time.perf_counter()
+    if cfg.judge.enabled and "vicuna80" in cfg.eval.tasks:
+        console.rule("judge")
+        units = plan_judge_units(cfg, systems, run_dir, registry)
+        judges = run_judge_units(units, cfg, run_dir, console)
+    manifest["judgments"] = judges
+    manifest["timings_s"]["judge"] = round(time.perf_counter() - phase, 2)
+    manifest["systems"] = _system_entries(systems, evals, judges)
+    _write_manifest(run_dir, manifest)
+
+    # 4. report
+    if cfg.report.enabled:
+        from reports.build import ReportOptions, build_report
+
+        console.rule("report")
+        phase = time.perf_counter()
+        outputs = build_report([run_dir], run_dir / "report", ReportOptions(
+            title=cfg.report.title or f"SELF-ALIGN run {cfg.name}", include_reported=cfg.report.include_reported,
+        ))
+        manifest["report"] = {k: str(getattr(outputs, k)) for k in ("markdown", "csv", "html", "json")}
+        manifest["timings_s"]["report"] = round(time.perf_counter() - phase, 2)
+    manifest["timings_s"]["total"] = round(time.perf_counter() - started, 2)
+    _write_manifest(run_dir, manifest)
+    return manifest
+
+
+def validate_run_configs() -> list[str]:
+    """Every shipped ``configs/run/*.yaml`` loads and names its command (for ``selfalign validate``)."""
+    problems = []
+    for path in sorted((repo_root() / "configs" / "run").glob("*.yaml")):
+        head = path.read_text(encoding="utf-8").split("\n\n", 1)[0]
+        if f"selfalign run --config configs/run/{path.name}" not in head:
+            problems.append(f"{path}: the opening comment must give the command (selfalign run --config configs/run/{path.name} ...)")
+        try:
+            cfg = load_run_config(path)
+            for name in cfg.checkpoints:
+                _checkpoint_label(name)
+            if cfg.pipeline.config:
+                _resolve_path(cfg.pipeline.config, f"{path}: pipeline.config")
+        except UserError as exc:
+            problems.append(str(exc))
+    return problems
