@@ -20,7 +20,7 @@ from typing import Any
 
 from harness import data
 from harness.common.errors import UserError
-from harness.common.jsonl import write_json_atomic
+from harness.common.jsonl import write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import run_provenance
 from harness.common.registry import unknown_name_error
 from harness.models import model_id as default_model_id
@@ -198,12 +198,7 @@ def _write_outputs(out_dir: Path, results: dict[str, Any], samples: dict[str, li
 
     write_json_atomic(out_dir / "results.json", json.loads(json.dumps(results, default=handle_non_serializable)))
     for task, rows in samples.items():
-        path = out_dir / f"samples_{short_name(task)}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, default=handle_non_serializable, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        write_jsonl_atomic(out_dir / f"samples_{short_name(task)}.jsonl", rows, default=handle_non_serializable)
 
 
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -87,6 +87,17 @@ class JsonlWriter:
         self.close()
 
 
+def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]], default: Any = str) -> None:
+    """Write a whole JSONL file via a temporary file and rename (for derived, not appended, files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False, default=default) + "\n")
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON via a temporary file and rename, so readers never see half a file."""
     path = Path(path)

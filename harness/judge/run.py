@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from harness.common.errors import UserError
-from harness.common.jsonl import write_json_atomic
+from harness.common.jsonl import write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import run_provenance, to_jsonable
 from harness.common.registry import lookup
 from harness.data import manifest
@@ -302,21 +302,12 @@ def run_judge(cfg: JudgeConfig) -> dict[str, Any]:
     finally:
         cache.close()
     records.sort(key=lambda r: (r["question_id"], orders.index(r["order"])))
-    _write_jsonl_atomic(out_dir / JUDGMENTS_FILE, records)
+    write_jsonl_atomic(out_dir / JUDGMENTS_FILE, records)
 
     summary = _summary(cfg, records, orders, model, baseline, prompts, missing, stats, request_model, time.monotonic() - started)
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return summary
 
-
-def _write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
-    import json
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _summary(cfg, records, orders, model, baseline, prompts, missing, stats, request_model, wall_s) -> dict[str, Any]:

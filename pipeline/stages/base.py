@@ -8,8 +8,6 @@ resuming, moving stale outputs aside, timing, manifests, and waiting between ran
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from rich.progress import (
 )
 
 from harness.common.errors import UserError
-from harness.common.jsonl import iter_records
+from harness.common.jsonl import iter_records, write_jsonl_atomic
 from pipeline.config import PipelineConfig
 from pipeline.engine.base import GenerationEngine
 from pipeline.sharding import DistContext
@@ -154,8 +152,4 @@ def read_kept(path: Path, what: str, fix: str) -> list[dict[str, Any]]:
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> None:
     """Write a derived JSONL in one go, atomically (readers never see a half-written file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, records)
