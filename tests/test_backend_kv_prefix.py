@@ -1,14 +1,11 @@
-"""Position-based masks and sliding-window slot dropping, checked on hand-built cases."""
+"""Position-based masks, checked on hand-built cases."""
 
 from __future__ import annotations
-
-import types
 
 import torch
 
 from harness.backends.kv_prefix import (
     AttentionLayout,
-    CacheSlots,
     build_masks,
     causal_visibility,
     common_prefix_length,
@@ -53,27 +50,6 @@ def test_float_masks_for_eager_attention():
     )
     assert mask.dtype == torch.float32
     assert mask[0, 0, 0, 1] == torch.finfo(torch.float32).min and mask[0, 0, 1, 0] == 0
-
-
-def test_unreachable_slots_leave_sliding_layers_only():
-    positions = torch.arange(10).expand(2, -1)
-    valid = torch.ones(2, 10, dtype=torch.bool)
-    layers = [
-        types.SimpleNamespace(
-            keys=torch.randn(2, 1, 10, 3), values=torch.randn(2, 1, 10, 3), is_initialized=True
-        )
-        for _ in range(2)
-    ]
-    sliding_keys = layers[0].keys.clone()
-    cache = types.SimpleNamespace(layers=layers)
-    slots = CacheSlots(HYBRID, positions, valid)
-    slots.drop_unreachable(cache, min_query_position=10)  # window 4: positions 7, 8, 9 remain
-    assert layers[0].keys.shape[2] == 3 and torch.equal(layers[0].keys, sliding_keys[:, :, 7:])
-    assert layers[1].keys.shape[2] == 10
-    slots.append(torch.tensor([[10], [10]]), torch.ones(2, 1, dtype=torch.bool))
-    masks = slots.masks(torch.tensor([[10], [10]]), torch.ones(2, 1, dtype=torch.bool))
-    assert masks["sliding_attention"].shape[-1] == 4 and masks["full_attention"].shape[-1] == 11
-    assert masks["sliding_attention"][0, 0, 0].all()
 
 
 def test_common_prefix_length():

@@ -71,6 +71,49 @@ def test_greedy_with_shared_prefix_equals_generate(which, batch_size, tiny_model
     assert [c.id for c in ours] == [r.id for r in requests]
 
 
+@pytest.mark.parametrize("which", ["llama", "gemma3"])
+def test_rows_that_end_early_are_replaced_and_every_step_sees_its_own_context(
+    which, tiny_model_dir, gemma_dir
+):
+    """Continuous batching: each step's logits equal a plain forward over prompt + tokens so far.
+
+    Random tiny models barely look at their context, so comparing texts alone would miss a row
+    fed another row's positions or cache; comparing every step's logits does not.
+    """
+    model_dir = tiny_model_dir if which == "llama" else gemma_dir
+    engine = make_engine("transformers", str(model_dir), batch_size=3, progress=False)
+    requests = _requests(prefix=PREFIX * 3, questions=QUESTIONS * 2)
+    free = [c.text for c in engine.generate(requests, SamplingParams(max_new_tokens=12))]
+    # A stop string some completions reach early and others never: rows end at different steps.
+    stop = next(
+        text[i : i + 2]
+        for text in free
+        for i in range(len(text) // 3)
+        if 2 <= sum(text[i : i + 2] in t for t in free) <= len(free) - 3
+    )
+    step_logits: dict[tuple[int, int], torch.Tensor] = {}
+    choose = engine._choose
+
+    def recording_choose(rows, logits, *args):
+        for row, row_logits in zip(rows, logits, strict=True):
+            step_logits[row.index, len(row.new_ids)] = row_logits.clone()
+        return choose(rows, logits, *args)
+
+    engine._choose = recording_choose
+    out = engine.generate(requests, SamplingParams(max_new_tokens=12, stop=(stop,)))
+    assert [c.text for c in out] == [t[: t.index(stop)] if stop in t else t for t in free]
+    assert engine.stats["rows_joined_running_batch"] > 0
+    assert len({c.completion_tokens for c in out}) > 1
+    for index, (request, completion) in enumerate(zip(requests, out, strict=True)):
+        steps = [step_logits[index, s] for s in range(completion.completion_tokens)]
+        new_ids = [int(logits.argmax()) for logits in steps]
+        prompt_ids = engine.tokenizer(request.prompt)["input_ids"]
+        with torch.no_grad():
+            reference = engine.model(torch.tensor([prompt_ids + new_ids[:-1]])).logits[0]
+        expected = reference[len(prompt_ids) - 1 :]
+        assert torch.allclose(torch.stack(steps), expected, atol=1e-4), (index, request.prompt)
+
+
 def test_prefix_reuse_off_gives_same_greedy_outputs(gemma_dir):
     shared = make_engine("transformers", str(gemma_dir), batch_size=4, progress=False)
     plain = make_engine(

@@ -4,5 +4,5 @@
   computes the LM head only where log-probs are read. Importing the module registers it with
   lm-eval (import ``lm_eval.models`` first so lm-eval's registry is complete).
 - ``kv_prefix`` / ``prefix_tree``: the exact KV-reuse machinery it shares with the pipeline's
-  transformers generation engine.
+  transformers generation engine; ``slot_cache``: the engine's in-place decoding cache.
 """

@@ -8,7 +8,8 @@ window to cache *indices*, and padding shifts indices. So we build the 4D masks 
 token *positions* (causal: ``key_pos <= query_pos``; window: ``query_pos - key_pos < W``; padding
 never visible), per attention-layer type, and give the model a cache that keeps every key
 (``DynamicCache()`` without a config never trims sliding layers). That makes prefix reuse exact
-for Llama-style models and for Gemma 3's interleaved 512-token sliding layers alike.
+for Llama-style models and for Gemma 3's interleaved 512-token sliding layers alike. Decoding,
+which appends one token per step, uses the in-place ``slot_cache.SlotCache`` instead.
 """
 
 from __future__ import annotations
@@ -89,8 +90,11 @@ def build_masks(
     key_positions: torch.Tensor | dict[str, torch.Tensor],
     query_positions: torch.Tensor,
     query_valid: torch.Tensor,
+    query_slots: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Per-layer-type attention masks for queries that fill the last Q of K cache slots.
+    """Per-layer-type attention masks for Q queries over K cache slots.
+
+    The queries fill the last Q slots unless ``query_slots`` gives their slot per layer type.
 
     ``visible`` (B, Q, K) says which keys belong to each query's own sequence and come no later
     than it (causal, or a token tree); sliding windows are then applied on positions. A padding
@@ -103,7 +107,12 @@ def build_masks(
         keys = key_positions[layer_type] if isinstance(key_positions, dict) else key_positions
         num_queries, num_keys = seen.shape[1], seen.shape[2]
         own_slot = torch.zeros(num_queries, num_keys, dtype=torch.bool, device=seen.device)
-        own_slot[torch.arange(num_queries), torch.arange(num_keys - num_queries, num_keys)] = True
+        slots = (
+            query_slots[layer_type]
+            if query_slots is not None
+            else torch.arange(num_keys - num_queries, num_keys)
+        )
+        own_slot[torch.arange(num_queries), slots] = True
         allowed = seen
         if window is not None:
             distance = query_positions[:, :, None] - keys[:, None, :]
@@ -117,56 +126,6 @@ def build_masks(
     if layout.per_type_masks:
         return masks
     return next(iter(masks.values()))
-
-
-class CacheSlots:
-    """Positions and validity of every slot of a batch's cache, per attention-layer type.
-
-    Sliding-window layers never look further back than their window, so slots that no current
-    or future query can reach are dropped from those layers' caches (``drop_unreachable``), as
-    transformers' own sliding-window cache does: attention then reads ~W keys, not the whole
-    constitution, in 5 of every 6 Gemma 3 layers.
-    """
-
-    def __init__(self, layout: AttentionLayout, positions: torch.Tensor, valid: torch.Tensor):
-        self.layout = layout
-        self.slots = {t: (positions, valid) for t in layout.windows}
-
-    def append(self, positions: torch.Tensor, valid: torch.Tensor) -> None:
-        self.slots = {
-            t: (torch.cat([p, positions], dim=1), torch.cat([v, valid], dim=1))
-            for t, (p, v) in self.slots.items()
-        }
-
-    def select(self, index: torch.Tensor) -> None:
-        self.slots = {t: (p[index], v[index]) for t, (p, v) in self.slots.items()}
-
-    def drop_unreachable(self, cache, min_query_position: int) -> None:
-        """Drop leading slots of sliding layers that no query at or after the position can see."""
-        for layer_type, window in self.layout.windows.items():
-            if window is None:
-                continue
-            positions, valid = self.slots[layer_type]
-            reachable = valid & (positions > min_query_position - window)
-            still_needed = reachable.any(dim=0)
-            cut = (
-                int(still_needed.long().argmax())
-                if bool(still_needed.any())
-                else positions.shape[1]
-            )
-            if cut == 0:
-                continue
-            self.slots[layer_type] = (positions[:, cut:], valid[:, cut:])
-            for layer, kind in zip(cache.layers, self.layout.layer_types, strict=True):
-                if kind == layer_type and layer.is_initialized:
-                    layer.keys = layer.keys[:, :, cut:]
-                    layer.values = layer.values[:, :, cut:]
-
-    def masks(self, query_positions: torch.Tensor, query_valid: torch.Tensor):
-        """Masks for queries that are the newest slots (already appended)."""
-        visible = {t: causal_visibility(p, v, query_positions) for t, (p, v) in self.slots.items()}
-        positions = {t: p for t, (p, _) in self.slots.items()}
-        return build_masks(self.layout, visible, positions, query_positions, query_valid)
 
 
 def new_cache():

@@ -36,8 +36,15 @@ def register(subparsers) -> None:
     scoring.set_defaults(func=_run_scoring)
 
     generation = sub.add_parser("generation", help="engine vs model.generate on stage-2 prompts")
-    _common(generation, default_limit=8)
-    generation.add_argument("--max-new-tokens", type=int, default=64)
+    _common(generation, default_limit=16)
+    generation.add_argument(
+        "--max-new-tokens", type=int, default=256, help="token budget (stage 2's: 256)"
+    )
+    generation.add_argument(
+        "--no-stop",
+        action="store_true",
+        help="do not stop at the next 'User:' turn as stage 2 does: every row decodes all tokens",
+    )
     generation.set_defaults(func=_run_generation)
 
 
@@ -89,6 +96,7 @@ def _run_generation(args) -> int:
             limit=_positive("--limit", args.limit),
             batch_size=_positive("--batch-size", args.batch_size),
             max_new_tokens=_positive("--max-new-tokens", args.max_new_tokens),
+            stop_at_next_turn=not args.no_stop,
             data_dir=args.data_dir,
             dtype=args.dtype,
             json=args.json,

@@ -1,11 +1,14 @@
 """``selfalign bench generation``: the transformers engine against plain ``model.generate`` on stage-2 prompts.
 
-Stage-2 prompts are the Watson constitution with a question appended, assembled as IBM/Dromedary
-``generate_self_align_response.py`` does (``f"{meta_prompt} {instruction}\\n\\nWatson (internal
-thoughts):"``, meta prompt stripped), over the TGRT seed questions. Both paths decode greedily
-with the same model object, batch size and token budget; reported: wall time, tokens/s, the
-ratio, whether every output is identical, and the FLOP floor (constitution once, each distinct
-suffix token once, each generated token once; LM head per generated token).
+Stage-2 prompts are the Watson constitution with a seed instruction in its open ``User:`` slot
+(``pipeline.stages.self_align.self_align_prompt``, as IBM/Dromedary assembles them). Both paths
+decode greedily with the same model object, batch size and token budget, and by default stop
+where stage 2 stops, at the next ``User:`` turn: ``generate`` through its ``stop_strings``, the
+engine through ``SamplingParams.stop``. Each path runs over all prompts once; ``generate`` in
+consecutive batches, the engine with its queue (finished rows are replaced at once). Reported:
+wall time, tokens/s (tokens up to and including each completion's end), the ratio, whether every
+output is identical, and the FLOP floor (constitution once, each distinct suffix token once,
+each generated token once; LM head per generated token).
 """
 
 from __future__ import annotations
@@ -22,57 +25,80 @@ from harness.common.errors import UserError
 
 WATSON_PROMPT = "dromedary/prompts/watson_self_align_prompt.txt"
 SEED_QUESTIONS = "dromedary/prompts/tgrt_self_instruct_seed_questions.jsonl"
+SEED_TASKS = "dromedary/prompts/self_instruct_seed_tasks.jsonl"
 
 
 @dataclass
 class GenerationBenchConfig:
     model: str = "gemma-3-270m"
-    limit: int = 8  # prompts
+    limit: int = 16  # prompts
     batch_size: int = 8
-    max_new_tokens: int = 64
+    max_new_tokens: int = 256  # stage 2's budget
+    stop_at_next_turn: bool = True  # stage 2's stop; False: every row runs to max_new_tokens
     data_dir: str | None = None
     dtype: str = "float32"
     json: str | None = None
 
 
 def stage2_prompts(limit: int, data_dir: str | None) -> tuple[str, list[str]]:
-    """(constitution, prompts): the constitution followed by ``limit`` seed questions."""
+    """(constitution, prompts): the constitution with ``limit`` instructions in its ``User:`` slot.
+
+    The instructions stand in for stage 1's output: the 20 TGRT seed questions, then the 175
+    self-instruct seed tasks (instruction and input), the two kinds of prompt stage 1 writes.
+    """
     from harness import data
+    from pipeline.stages.self_align import self_align_prompt
 
     constitution = data.read_text(WATSON_PROMPT, data_dir).strip()
-    questions = [row["question"] for row in data.read_jsonl(SEED_QUESTIONS, data_dir)][:limit]
-    if len(questions) < limit:
+    instructions = [(row["question"], "") for row in data.read_jsonl(SEED_QUESTIONS, data_dir)]
+    instructions += [
+        (task["instruction"], task["instances"][0]["input"] if task.get("instances") else "")
+        for task in data.read_jsonl(SEED_TASKS, data_dir)
+    ]
+    if len(instructions) < limit:
         raise UserError(
-            f"--limit {limit}: only {len(questions)} seed questions in {SEED_QUESTIONS}"
+            f"--limit {limit}: only {len(instructions)} seed questions and tasks "
+            f"({SEED_QUESTIONS}, {SEED_TASKS})"
         )
-    return constitution, [f"{constitution} {q}\n\nWatson (internal thoughts):" for q in questions]
+    return constitution, [
+        self_align_prompt(constitution, "Watson", instruction, input_text)
+        for instruction, input_text in instructions[:limit]
+    ]
 
 
 @torch.inference_mode()
-def plain_generate(
-    model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int, eos_ids: set[int]
-):
-    """Left-padded batched ``model.generate`` (greedy): (texts, generated token counts)."""
+def plain_generate(model, tokenizer, prompts: list[str], batch_size: int, params) -> list[list[int]]:
+    """Left-padded batched greedy ``model.generate``: each row's new token ids."""
     tokenizer.padding_side = "left"
-    texts, counts = [], []
+    stop = {"stop_strings": list(params.stop), "tokenizer": tokenizer} if params.stop else {}
+    rows: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True)
         out = model.generate(
             **batch,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=params.max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
+            **stop,
         )
-        for row in out[:, batch["input_ids"].shape[1] :].tolist():
-            ids = []
-            for token in row:
-                ids.append(token)
-                if token in eos_ids:
-                    break
-            counts.append(len(ids))
-            texts.append(
-                tokenizer.decode([t for t in ids if t not in eos_ids], skip_special_tokens=True)
-            )
+        rows.extend(out[:, batch["input_ids"].shape[1] :].tolist())
+    return rows
+
+
+def cut_completions(rows: list[list[int]], tokenizer, eos_ids: set[int], params):
+    """(texts, token counts) of ``generate``'s rows, ended by the engine's own rule."""
+    from pipeline.engine.transformers_engine import completion_end
+
+    texts, counts = [], []
+    for ids in rows:
+        for n in range(1, len(ids) + 1):
+            end = completion_end(ids[:n], tokenizer, eos_ids, params)
+            if end is not None:
+                break
+        else:  # generate stopped a row that our rule did not: the outputs will differ
+            end, n = (tokenizer.decode(ids, skip_special_tokens=True), "?"), len(ids)
+        texts.append(end[0])
+        counts.append(n)
     return texts, counts
 
 
@@ -82,6 +108,7 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
     from harness.models import resolve_pretrained
     from pipeline.engine.base import GenerationRequest, SamplingParams
     from pipeline.engine.transformers_engine import DTYPES, TransformersEngine
+    from pipeline.stages.self_align import NEXT_TURN
 
     pretrained = str(resolve_pretrained(cfg.model))
     constitution, prompts = stage2_prompts(cfg.limit, cfg.data_dir)
@@ -92,34 +119,20 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(pretrained)
     engine = TransformersEngine(model, tokenizer, batch_size=cfg.batch_size, progress=False)
     requests = [GenerationRequest(str(i), p) for i, p in enumerate(prompts)]
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens)
+    stop = (NEXT_TURN,) if cfg.stop_at_next_turn else ()
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, stop=stop)
 
     # Untimed warm-up on a short prompt (thread pools, allocator).
-    plain_generate(model, tokenizer, ["Hello"], 1, 2, engine.eos_ids)
-    # Batch by batch, alternating which path goes first, so a neighbour's burst on this shared
-    # machine slows both alike. The engine keeps the constitution's cache across its calls,
-    # exactly as in one call over all prompts.
+    plain_generate(model, tokenizer, ["Hello"], 1, SamplingParams(max_new_tokens=2))
     base_clock, ours_clock = Clock(), Clock()
-    base_texts: list[str] = []
-    base_counts: list[int] = []
-    completions = []
-    for number, start in enumerate(range(0, len(prompts), cfg.batch_size)):
-        batch = slice(start, start + cfg.batch_size)
-
-        def run_base(batch=batch):
-            texts, counts = plain_generate(
-                model, tokenizer, prompts[batch], cfg.batch_size, cfg.max_new_tokens, engine.eos_ids
-            )
-            base_texts.extend(texts)
-            base_counts.extend(counts)
-
-        def run_ours(batch=batch):
-            completions.extend(engine.generate(requests[batch], params, shared_prefix=constitution))
-
-        steps = [(base_clock, run_base), (ours_clock, run_ours)]
-        for clock, run in steps if number % 2 == 0 else reversed(steps):
-            clock.time(run)
+    base_rows = base_clock.time(
+        plain_generate, model, tokenizer, prompts, cfg.batch_size, params
+    )
+    completions = ours_clock.time(
+        lambda: engine.generate(requests, params, shared_prefix=constitution)
+    )
     base_s, ours_s = base_clock.wall_s, ours_clock.wall_s
+    base_texts, base_counts = cut_completions(base_rows, tokenizer, engine.eos_ids, params)
     gflops = max(gflops, matmul_gflops())
 
     generated = sum(c.completion_tokens for c in completions)
@@ -132,6 +145,8 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
     floor_s = floor["total_flops"] / (gflops * 1e9)
     row = {
         "prompts": len(prompts),
+        "stop": list(params.stop),
+        "ended_by_stop": sum(c.finish_reason == "stop" for c in completions),
         "constitution_tokens": prefix_tokens,
         "mean_prompt_tokens": sum(prompt_tokens) / len(prompt_tokens),
         "generated_tokens": generated,
@@ -150,15 +165,18 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
         "ours_over_floor": ours_s / floor_s,
         "baseline_over_floor": base_s / floor_s,
         "engine_tokens": dict(engine.stats),
+        "mean_rows_per_decode_step": engine.stats["decode_tokens"]
+        / max(1, engine.stats["decode_steps"]),
     }
     print_table(
-        f"generation: engine vs model.generate on {cfg.model}, stage-2 prompts "
-        f"(matmul {gflops:.1f} GFLOP/s, {torch.get_num_threads()} threads)",
+        f"generation: engine vs model.generate on {cfg.model}, stage-2 prompts, "
+        f"batch {cfg.batch_size}, {'stop at next turn' if params.stop else 'no stop'} (matmul {gflops:.1f} GFLOP/s, {torch.get_num_threads()} threads)",
         {"stage2": row},
         [
             ("prompts", "prompts"),
             ("mean_prompt_tokens", "prompt tok"),
             ("generated_tokens", "new tok"),
+            ("ended_by_stop", "ended by stop"),
             ("baseline_s", "generate s"),
             ("ours_s", "ours s"),
             ("baseline_tokens_per_s", "generate tok/s"),

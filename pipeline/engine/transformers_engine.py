@@ -1,10 +1,14 @@
 """The transformers generation engine: batched, seeded, and fast on prompts that share a prefix.
 
 Stage prompts repeat a long preamble (the ~1.8k-token constitution in stage 2), so the engine
-finds the longest common token prefix of a call's prompts, runs it once, keeps its KV cache
-(also across calls, keyed by its tokens), and per batch runs only the suffixes on top of copies
-of it. Masks are built from token positions (``harness.backends.kv_prefix``), which keeps the
-result exact for sliding-window models such as Gemma 3: greedy outputs equal ``model.generate``.
+finds the longest common token prefix of a call's prompts, runs it once and keeps its KV cache
+(also across calls, keyed by its tokens). Rows then decode from a queue, up to ``batch_size`` at
+a time: a row that ends (EOS, a stop string, its token budget) leaves the batch at once and the
+next queued prompts join it, running only their suffixes on top of the prefix (continuous
+batching). The cache is ``harness.backends.slot_cache.SlotCache``: written in place, with masks
+built from token positions, which keeps the result exact for sliding-window models such as
+Gemma 3: greedy outputs equal ``model.generate``. On CPU, the small-batch matmuls of decoding use
+the faster tall-skinny layout (``tall_skinny``).
 
 Sampling runs in our own loop with one ``torch.Generator`` per request, seeded from the request,
 so a sampled completion does not depend on batch composition.
@@ -13,23 +17,28 @@ so a sampled completion does not depend on batch composition.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from harness.backends.kv_prefix import (
     AttentionLayout,
-    CacheSlots,
     UnsupportedModel,
     attention_layout,
     common_prefix_length,
-    expand_cache,
     new_cache,
 )
+from harness.backends.slot_cache import SlotCache
 from pipeline.engine.base import Completion, GenerationRequest, SamplingParams
 from pipeline.engine.sampling import bias_token_ids, choose_next_tokens, row_generator
+from pipeline.engine.tall_skinny import tall_skinny_linears
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +47,43 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class _Row:
-    """One request's state while its batch decodes."""
+    """One request's state from the queue to its completion."""
 
     index: int  # position in the caller's request list
     prompt_tokens: int
     generator: torch.Generator | None
-    new_ids: list[int]
+    suffix: list[int]  # the prompt tokens after the shared prefix
+    new_ids: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str = "length"
-    done: bool = False
+
+
+@dataclass
+class _InFlight:
+    """The cache of the rows being decoded, and each row's newest position."""
+
+    cache: SlotCache | DynamicCache
+    last_positions: torch.Tensor  # (rows,)
+    padding_mask: torch.Tensor | None = None  # (rows, tokens), only without explicit masks
+
+    @property
+    def size(self) -> int:
+        return len(self.last_positions)
+
+    def select(self, keep: list[int]) -> None:
+        if len(keep) == self.size:
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.last_positions.device)
+        self.cache.batch_select_indices(index)
+        self.last_positions = self.last_positions[index]
+        if self.padding_mask is not None:
+            self.padding_mask = self.padding_mask[index]
+
+    def extend(self, other: _InFlight) -> _InFlight:
+        """Append another batch's rows (only SlotCaches can merge: their layouts are explicit)."""
+        self.cache.append_rows(other.cache)
+        self.last_positions = torch.cat([self.last_positions, other.last_positions])
+        return self
 
 
 class TransformersEngine:
@@ -90,7 +127,13 @@ class TransformersEngine:
         self._prefix_ids: tuple[int, ...] = ()
         self._prefix_cache = None
         # Counters the benchmark reads: how many tokens went through the model.
-        self.stats = {"prefix_tokens": 0, "prompt_tokens_computed": 0, "decode_tokens": 0}
+        self.stats = {
+            "prefix_tokens": 0,
+            "prompt_tokens_computed": 0,
+            "decode_tokens": 0,
+            "decode_steps": 0,
+            "rows_joined_running_batch": 0,
+        }
 
     @classmethod
     def from_pretrained(
@@ -141,39 +184,46 @@ class TransformersEngine:
         empty = [r.id for r, ids in zip(requests, encoded, strict=True) if not ids]
         if empty:
             raise ValueError(f"requests {empty[:5]} have empty prompts (no tokens to condition on)")
+        if params.max_new_tokens <= 0:
+            return [
+                Completion(r.id, "", len(e), 0, "length")
+                for r, e in zip(requests, encoded, strict=True)
+            ]
         # The token-level common prefix is what can be reused exactly (a text prefix may end
         # mid-token); the caller's ``shared_prefix`` only lowers the bar for using it.
         prefix_len = self._prefix_length(encoded, bool(shared_prefix))
         prefix_cache = self._encode_prefix(encoded[0][:prefix_len]) if prefix_len else None
         bias = self._bias_vector(params)
-        order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
+        # Longest prompts first, so rows admitted together need little padding.
+        queue = deque(
+            _Row(
+                index=i,
+                prompt_tokens=len(encoded[i]),
+                generator=None if params.greedy else row_generator(requests[i].seed),
+                suffix=encoded[i][prefix_len:],
+            )
+            for i in sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
+        )
         results: list[Completion | None] = [None] * len(requests)
         from rich.progress import Progress
 
-        with Progress(transient=True, disable=not self.progress) as progress:
+        with (
+            Progress(transient=True, disable=not self.progress) as progress,
+            tall_skinny_linears(self.model),
+        ):
             task = progress.add_task(f"generating ({self.name})", total=len(requests))
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                rows = [
-                    _Row(
-                        index=i,
-                        prompt_tokens=len(encoded[i]),
-                        generator=None if params.greedy else row_generator(requests[i].seed),
-                        new_ids=[],
-                    )
-                    for i in batch
-                ]
-                suffixes = [encoded[i][prefix_len:] for i in batch]
-                self._generate_batch(rows, suffixes, prefix_len, prefix_cache, params, bias)
-                for row in rows:
-                    results[row.index] = Completion(
-                        id=requests[row.index].id,
-                        text=row.text,
-                        prompt_tokens=row.prompt_tokens,
-                        completion_tokens=len(row.new_ids),
-                        finish_reason=row.finish_reason,
-                    )
-                progress.advance(task, len(batch))
+
+            def complete(row: _Row) -> None:
+                results[row.index] = Completion(
+                    id=requests[row.index].id,
+                    text=row.text,
+                    prompt_tokens=row.prompt_tokens,
+                    completion_tokens=len(row.new_ids),
+                    finish_reason=row.finish_reason,
+                )
+                progress.advance(task)
+
+            self._decode_queue(queue, prefix_len, prefix_cache, params, bias, complete)
         return [r for r in results if r is not None]
 
     # -- prefix ---------------------------------------------------------------------------------
@@ -193,16 +243,16 @@ class TransformersEngine:
         return length
 
     @torch.inference_mode()
-    def _encode_prefix(self, prefix_ids: list[int]):
+    def _encode_prefix(self, prefix_ids: list[int]) -> SlotCache:
         key = tuple(prefix_ids)
         if key == self._prefix_ids and self._prefix_cache is not None:
             return self._prefix_cache
         ids = torch.tensor([prefix_ids], device=self.device)
         positions = torch.arange(len(prefix_ids), device=self.device)[None]
         valid = torch.ones_like(ids, dtype=torch.bool)
-        cache = new_cache()
-        # Prefix reuse is only on with a layout (see _prefix_length), so slots are CacheSlots.
-        self._forward(ids, positions, valid, CacheSlots(self.layout, positions, valid), cache)
+        # Prefix reuse is only on with a layout (see _prefix_length).
+        cache = SlotCache(self.layout, 1, len(prefix_ids), self.device)
+        self._forward(ids, positions, valid, cache)
         self.stats["prefix_tokens"] += len(prefix_ids)
         self._prefix_ids, self._prefix_cache = key, cache
         return cache
@@ -219,12 +269,18 @@ class TransformersEngine:
                 bias[token_id] += value
         return bias
 
-    def _forward(self, input_ids, positions, query_valid, slots, cache):
-        """Logits of each row's last token; ``slots`` (or 2D mask) already include the queries."""
+    def _forward(self, input_ids, positions, query_valid, cache, padding_mask=None):
+        """Logits of each row's last token.
+
+        With a layout, ``cache`` is a ``SlotCache`` and the queries get slots and masks from it;
+        without one, ``padding_mask`` is the 2D mask over cache + queries and the model builds
+        its own causal masks.
+        """
         if self.layout is not None:
-            mask = slots.masks(positions, query_valid)
+            cache.reserve(positions, query_valid)
+            mask = cache.masks(positions, query_valid)
         else:
-            mask = slots.long()  # 2D padding mask: the model builds its own causal masks
+            mask = padding_mask.long()
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -236,85 +292,117 @@ class TransformersEngine:
         return out.logits[:, -1].float()
 
     @torch.inference_mode()
-    def _generate_batch(self, rows, suffixes, prefix_len, prefix_cache, params, bias) -> None:
+    def _decode_queue(self, queue, prefix_len, prefix_cache, params, bias, complete) -> None:
+        """Decode every queued row, keeping up to ``batch_size`` rows in flight.
+
+        A finished row leaves the batch at once and queued rows take the free places (continuous
+        batching), so no row waits for the longest one of its batch: stage 2 stops at the next
+        turn, after anywhere from a few to all of its 256 tokens. Without a layout (the model
+        takes no explicit masks) a new batch starts only when the previous one is done.
+        """
+        rows: list[_Row] = []  # the rows in flight, in cache order
+        batch: _InFlight | None = None
+        # Admitting runs the newcomers' suffixes and merges caches: wait for a few free places.
+        quorum = max(1, self.batch_size // 4)
+        while queue or rows:
+            room = self.batch_size - len(rows)
+            wanted = min(quorum, len(queue))
+            if queue and room > 0 and (not rows or (self.layout is not None and room >= wanted)):
+                newcomers = [queue.popleft() for _ in range(min(room, len(queue)))]
+                admitted, logits = self._prefill(newcomers, prefix_len, prefix_cache)
+                keep = self._choose(newcomers, logits, params, bias, complete)
+                admitted.select(keep)
+                if rows:
+                    self.stats["rows_joined_running_batch"] += len(keep)
+                rows += [newcomers[k] for k in keep]
+                batch = admitted if batch is None or not batch.size else batch.extend(admitted)
+            if not rows:
+                continue
+            logits = self._step(batch, rows)
+            keep = self._choose(rows, logits, params, bias, complete)
+            batch.select(keep)
+            rows = [rows[k] for k in keep]
+
+    def _prefill(self, rows: list[_Row], prefix_len: int, prefix_cache) -> tuple[_InFlight, torch.Tensor]:
+        """Run the rows' suffixes (left-padded) on top of the shared prefix: (state, logits)."""
         device = self.device
-        width = max(len(s) for s in suffixes)
+        width = max(len(r.suffix) for r in rows)
         batch = len(rows)
         input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
         query_valid = torch.zeros((batch, width), dtype=torch.bool)
-        for r, suffix in enumerate(suffixes):  # left padding: every row ends at the same slot
-            input_ids[r, width - len(suffix) :] = torch.tensor(suffix)
-            query_valid[r, width - len(suffix) :] = True
+        for r, row in enumerate(rows):  # left padding: every row ends at the same slot
+            input_ids[r, width - len(row.suffix) :] = torch.tensor(row.suffix)
+            query_valid[r, width - len(row.suffix) :] = True
         positions = (prefix_len + query_valid.long().cumsum(-1) - 1).clamp(min=prefix_len)
         input_ids, positions, query_valid = (
             t.to(device) for t in (input_ids, positions, query_valid)
         )
-        cache = expand_cache(prefix_cache, batch) if prefix_cache is not None else new_cache()
-        prefix_positions = torch.arange(prefix_len, device=device).expand(batch, -1)
-        prefix_valid = torch.ones(batch, prefix_len, dtype=torch.bool, device=device)
-        if self.layout is not None:
-            slots = CacheSlots(self.layout, prefix_positions, prefix_valid)
-            slots.drop_unreachable(cache, prefix_len)
-            slots.append(positions, query_valid)
+        if self.layout is None:
+            state = _InFlight(new_cache(), positions[:, -1], padding_mask=query_valid)
+        elif prefix_cache is not None:
+            state = _InFlight(SlotCache.from_prefix(prefix_cache, batch, prefix_len), positions[:, -1])
         else:
-            slots = torch.cat([prefix_valid, query_valid], dim=1)
-        logits = self._forward(input_ids, positions, query_valid, slots, cache)
+            state = _InFlight(SlotCache(self.layout, batch, 0, device), positions[:, -1])
+        logits = self._forward(input_ids, positions, query_valid, state.cache, state.padding_mask)
         self.stats["prompt_tokens_computed"] += batch * width
+        return state, logits
 
-        active = list(range(batch))  # rows of the batch still decoding, in cache order
-        last_positions = positions[:, -1]
-        for step in range(params.max_new_tokens):
-            generators = [rows[r].generator for r in active]
-            next_ids = choose_next_tokens(logits.cpu(), params, generators, bias).tolist()
-            keep: list[int] = []
-            for slot, (r, token) in enumerate(zip(active, next_ids, strict=True)):
-                row = rows[r]
-                row.new_ids.append(int(token))
-                if self._finished(row, params):
-                    row.done = True
-                else:
-                    keep.append(slot)
-            if not keep or step == params.max_new_tokens - 1:
-                break
-            if len(keep) < len(active):  # finished rows leave the batch
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                last_positions = last_positions[index]
-                if self.layout is not None:
-                    slots.select(index)
-                else:
-                    slots = slots[index]
-                active = [active[s] for s in keep]
-                next_ids = [next_ids[s] for s in keep]
-            step_ids = torch.tensor(next_ids, device=device)[:, None]
-            last_positions = last_positions + 1
-            step_positions = last_positions[:, None]
-            step_valid = torch.ones_like(step_ids, dtype=torch.bool)
-            if self.layout is not None:
-                slots.drop_unreachable(cache, int(last_positions.min()))
-                slots.append(step_positions, step_valid)
+    def _step(self, batch: _InFlight, rows: list[_Row]) -> torch.Tensor:
+        """Feed every row its newest token: the logits of the next."""
+        ids = torch.tensor([row.new_ids[-1] for row in rows], device=self.device)[:, None]
+        batch.last_positions = batch.last_positions + 1
+        valid = torch.ones_like(ids, dtype=torch.bool)
+        if batch.padding_mask is not None:
+            batch.padding_mask = torch.cat([batch.padding_mask, valid], dim=1)
+        logits = self._forward(
+            ids, batch.last_positions[:, None], valid, batch.cache, batch.padding_mask
+        )
+        self.stats["decode_tokens"] += len(rows)
+        self.stats["decode_steps"] += 1
+        return logits
+
+    def _choose(self, rows: list[_Row], logits, params, bias, complete) -> list[int]:
+        """Append each row's next token; complete the rows that end: the indices of the rest."""
+        generators = [row.generator for row in rows]
+        next_ids = choose_next_tokens(logits.cpu(), params, generators, bias).tolist()
+        keep: list[int] = []
+        for i, (row, token) in enumerate(zip(rows, next_ids, strict=True)):
+            row.new_ids.append(int(token))
+            if self._finished(row, params):
+                complete(row)
             else:
-                slots = torch.cat([slots, step_valid], dim=1)
-            logits = self._forward(step_ids, step_positions, step_valid, slots, cache)
-            self.stats["decode_tokens"] += len(active)
-        for row in rows:
-            if not row.done:
-                row.text = self._decode(row.new_ids)
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+                keep.append(i)
+        return keep
 
     def _finished(self, row: _Row, params: SamplingParams) -> bool:
         """Record the row's text and finish reason when its last token ends it."""
-        if row.new_ids[-1] in self.eos_ids:
-            row.text = self._decode(row.new_ids[:-1])
-            row.finish_reason = "stop"
-            return True
-        if params.stop:
-            text = self._decode(row.new_ids)
-            cut = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
-            if cut >= 0:
-                row.text = text[:cut]
-                row.finish_reason = "stop"
-                return True
-        return False
+        end = completion_end(row.new_ids, self.tokenizer, self.eos_ids, params)
+        if end is None:
+            return False
+        row.text, row.finish_reason = end
+        return True
+
+
+def completion_end(
+    new_ids: list[int], tokenizer, eos_ids: set[int], params: SamplingParams
+) -> tuple[str, str] | None:
+    """``(text, finish_reason)`` if a completion ends at its last token, else None.
+
+    It ends at an EOS token (excluded from the text), at the first token after which the text
+    contains a stop string (the text is cut before it), or at ``max_new_tokens``.
+    """
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    if new_ids[-1] in eos_ids:
+        return decode(new_ids[:-1]), "stop"
+    text = None
+    if params.stop:
+        text = decode(new_ids)
+        cut = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
+        if cut >= 0:
+            return text[:cut], "stop"
+    if len(new_ids) >= params.max_new_tokens:
+        return (text if text is not None else decode(new_ids)), "length"
+    return None
