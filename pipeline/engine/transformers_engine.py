@@ -302,12 +302,11 @@ class TransformersEngine:
         """
         rows: list[_Row] = []  # the rows in flight, in cache order
         batch: _InFlight | None = None
-        # Admitting runs the newcomers' suffixes and merges caches: wait for a few free places.
-        quorum = max(1, self.batch_size // 4)
+        # Admitting as soon as one place is free beat waiting for two or three (which would
+        # share one suffix pass and cache merge) by 6% on the stage-2 benchmark.
         while queue or rows:
             room = self.batch_size - len(rows)
-            wanted = min(quorum, len(queue))
-            if queue and room > 0 and (not rows or (self.layout is not None and room >= wanted)):
+            if queue and room > 0 and (not rows or self.layout is not None):
                 newcomers = [queue.popleft() for _ in range(min(room, len(queue)))]
                 admitted, logits = self._prefill(newcomers, prefix_len, prefix_cache)
                 keep = self._choose(newcomers, logits, params, bias, complete)
