@@ -5,7 +5,8 @@ Log-likelihood requests are planned over a token trie (``prefix_tree``): the pre
 all of them (the meta prompt) runs once and its KV cache is shared by every batch; the rest runs
 as packed rows in which each token attends only to its own sequence (masks from
 ``kv_prefix``), so every distinct token is computed once; and the LM head and log-softmax run
-only at the positions whose log-probs are read. Tokenization, truncation, the returned
+only at the positions whose log-probs are read; on CPU, linear layers run through oneDNN with
+prepacked weights (``onednn_linears``). Tokenization, truncation, the returned
 ``(logprob, is_greedy)`` pairs and the cache hook follow ``HFLM._loglikelihood_tokens``.
 
 Where exact sharing is impossible (seq2seq models, attention kernels that take no explicit mask,
@@ -35,6 +36,7 @@ from harness.backends.kv_prefix import (
     expand_cache,
     new_cache,
 )
+from harness.backends.onednn_linears import PackedLinears
 from harness.backends.prefix_tree import ScoreRequest, ScoringPlan, Segment, Stage, plan_scoring
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class SelfAlignHFLM(HFLM):
         # (harness.progress.ProgressLM) reuse the meta prompt across calls.
         self._kept_chain: tuple[tuple[int, ...], object] | None = None
         self._top_chain_reused = 0
+        self._linears = PackedLinears(self.model, batch_hint=self.row_tokens)
 
     def _check_supported(self) -> AttentionLayout:
         if not self.share_prefix:
@@ -133,7 +136,7 @@ class SelfAlignHFLM(HFLM):
             pbar.refresh()
 
         self._top_chain_reused = 0
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._autocast(), self._linears.active():
             self._run_stage(plan.top, None, rows_per_call, read)
         pbar.close()
         self.last_plan_stats = {
