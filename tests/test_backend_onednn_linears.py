@@ -60,3 +60,11 @@ def test_gradients_and_other_layers_use_the_stock_path():
     with PackedLinears(model).active():
         model(x).sum().backward()  # the packed op has no autograd: F.linear must be used
     assert x.grad is not None
+
+
+def test_disabled_changes_nothing():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    packed = PackedLinears(model, enabled=False)
+    with packed.active():
+        assert "forward" not in vars(model[0])
+    assert not packed._packed

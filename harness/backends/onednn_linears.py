@@ -43,9 +43,10 @@ class PackedLinears:
     gradients, or whose input dtype differs from the weight's, go through ``F.linear``.
     """
 
-    def __init__(self, model: torch.nn.Module, batch_hint: int = 8):
+    def __init__(self, model: torch.nn.Module, batch_hint: int = 8, enabled: bool = True):
         self.model = model
         self.batch_hint = batch_hint  # rows per call the layout is tuned for; any count works
+        self.enabled = enabled
         self._packed: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
 
     def _pack(self, layer: torch.nn.Linear) -> torch.Tensor:
@@ -59,7 +60,7 @@ class PackedLinears:
 
     @contextmanager
     def active(self):
-        if not available():
+        if not (self.enabled and available()):
             yield
             return
         layers = [m for m in self.model.modules() if _eligible(m)]

@@ -12,7 +12,8 @@ prepacked weights (``onednn_linears``). Tokenization, truncation, the returned
 Where exact sharing is impossible (seq2seq models, attention kernels that take no explicit mask,
 models without ``logits_to_keep``) it falls back to the stock implementation.
 
-Extra model_args: ``share_prefix`` (default True), ``row_tokens`` (tokens per packed row,
+Extra model_args: ``share_prefix`` (default True), ``onednn_linears`` (default True; False keeps
+MKL's ``F.linear`` and one copy of the weights), ``row_tokens`` (tokens per packed row,
 default 512), ``max_scored_per_call`` (log-prob rows per forward, bounds the V-wide memory).
 """
 
@@ -60,6 +61,7 @@ class SelfAlignHFLM(HFLM):
         *args,
         share_prefix: bool | str = True,
         row_tokens: int | str = 512,
+        onednn_linears: bool | str = True,
         max_scored_per_call: int | str = 256,
         **kwargs,
     ) -> None:
@@ -82,7 +84,9 @@ class SelfAlignHFLM(HFLM):
         # (harness.progress.ProgressLM) reuse the meta prompt across calls.
         self._kept_chain: tuple[tuple[int, ...], object] | None = None
         self._top_chain_reused = 0
-        self._linears = PackedLinears(self.model, batch_hint=self.row_tokens)
+        self._linears = PackedLinears(
+            self.model, batch_hint=self.row_tokens, enabled=_as_bool(onednn_linears)
+        )
 
     def _check_supported(self) -> AttentionLayout:
         if not self.share_prefix:

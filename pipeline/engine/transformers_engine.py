@@ -104,6 +104,7 @@ class TransformersEngine:
         batch_size: int = 8,
         share_prefix: bool = True,
         min_shared_tokens: int = 16,
+        onednn_linears: bool = True,
         add_special_tokens: bool = True,
         progress: bool = True,
     ) -> None:
@@ -115,7 +116,8 @@ class TransformersEngine:
         self.add_special_tokens = add_special_tokens
         self.progress = progress
         self.device = next(model.parameters()).device
-        self._linears = PackedLinears(model, batch_hint=self.batch_size)
+        # On CPU, 3.5x faster decoding steps for a second copy of the linear weights.
+        self._linears = PackedLinears(model, batch_hint=self.batch_size, enabled=onednn_linears)
         try:
             self.layout: AttentionLayout | None = attention_layout(model)
         except UnsupportedModel as exc:
