@@ -15,28 +15,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lm_eval.api.model import LM
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
+
+from harness.common.progress_bar import progress_bar
 
 _METHODS = ("loglikelihood", "loglikelihood_rolling", "generate_until")
 
 
 def make_progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
+    return progress_bar(extra="{task.fields[rate]}")
 
 
 class ProgressLM(LM):

@@ -14,17 +14,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 
 from harness.common.errors import UserError
 from harness.common.jsonl import iter_records, write_jsonl_atomic
+from harness.common.progress_bar import progress_bar
 from pipeline.config import PipelineConfig
 from pipeline.engine.base import GenerationEngine
 from pipeline.sharding import DistContext
@@ -98,10 +92,7 @@ class StageProgress:
         if not self.enabled:
             return lambda done, total: None
         if self._progress is None:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-            )
+            self._progress = progress_bar(console=self.console)
             self._progress.start()
         progress = self._progress
         task = progress.add_task(description, total=None)

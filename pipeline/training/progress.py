@@ -14,22 +14,10 @@ class StepProgress:
 
     def __enter__(self) -> StepProgress:
         if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from harness.common.progress_bar import progress_bar
 
-            self._progress = Progress(
-                TextColumn("[bold]LoRA steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
+            self._progress = progress_bar(
+                "[bold]LoRA steps", extra="loss {task.fields[loss]}  lr {task.fields[lr]}"
             )
             self._progress.start()
             self._task = self._progress.add_task("train", total=self.total, completed=self.completed, loss="-", lr="-")
