@@ -136,13 +136,7 @@ def mcnemar_exact(a: Mapping[object, float], b: Mapping[object, float]) -> Paire
     ids = _matched(a, b)
     a_only = sum(1 for i in ids if a[i] == 1 and b[i] == 0)
     b_only = sum(1 for i in ids if a[i] == 0 and b[i] == 1)
-    return PairedTest(
-        test="mcnemar_exact", n_pairs=len(ids), a_better=a_only, b_better=b_only,
-        ties=len(ids) - a_only - b_only,
-        mean_a=float(np.mean([a[i] for i in ids])) if ids else None,
-        mean_b=float(np.mean([b[i] for i in ids])) if ids else None,
-        p_value=_binom_p(b_only, a_only + b_only),
-    )
+    return _binomial_paired_test("mcnemar_exact", ids, a, b, a_better=a_only, b_better=b_only)
 
 
 def sign_test(a: Mapping[object, float], b: Mapping[object, float]) -> PairedTest:
@@ -150,8 +144,16 @@ def sign_test(a: Mapping[object, float], b: Mapping[object, float]) -> PairedTes
     ids = _matched(a, b)
     b_better = sum(1 for i in ids if b[i] > a[i])
     a_better = sum(1 for i in ids if b[i] < a[i])
+    return _binomial_paired_test("sign_test", ids, a, b, a_better=a_better, b_better=b_better)
+
+
+def _binomial_paired_test(
+    test: str, ids: list, a: Mapping[object, float], b: Mapping[object, float], *,
+    a_better: int, b_better: int,
+) -> PairedTest:
+    """Both paired tests: an exact two-sided binomial test on the discordant pairs."""
     return PairedTest(
-        test="sign_test", n_pairs=len(ids), a_better=a_better, b_better=b_better,
+        test=test, n_pairs=len(ids), a_better=a_better, b_better=b_better,
         ties=len(ids) - a_better - b_better,
         mean_a=float(np.mean([a[i] for i in ids])) if ids else None,
         mean_b=float(np.mean([b[i] for i in ids])) if ids else None,
