@@ -285,18 +285,25 @@ class SelfAlignHFLM(HFLM):
         elif copy_parent:
             cache = expand_cache(parent_cache, 1)
         scored = torch.tensor([chain.scored], device=device)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=build_masks(self.layout, visible, key_positions, positions, valid),
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
+        out = self._masked_forward(
+            ids, positions, valid, visible, key_positions, cache,
             logits_to_keep=scored if chain.num_scored else 1,
         )
         if chain.num_scored:
             nodes = [node for node, s in zip(chain.nodes, chain.scored, strict=True) if s]
             read(nodes, self._log_softmax(out.logits))
         return cache
+
+    def _masked_forward(self, ids, positions, valid, visible, key_positions, cache, logits_to_keep):
+        """The model on our position-based masks: ``visible`` (B, Q, K) from the trie layout."""
+        return self.model(
+            input_ids=ids,
+            attention_mask=build_masks(self.layout, visible, key_positions, positions, valid),
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=logits_to_keep,
+        )
 
     def _run_rows(self, rows: list[Segment], cache_len: int, stage_cache, read) -> None:
         device = self.device
@@ -328,13 +335,8 @@ class SelfAlignHFLM(HFLM):
             t.to(device) for t in (ids, positions, visible, key_positions, valid, scored)
         )
         cache = expand_cache(stage_cache, batch) if stage_cache is not None else new_cache()
-        out = self.model(
-            input_ids=ids,
-            attention_mask=build_masks(self.layout, visible, key_positions, positions, valid),
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=scored,
+        out = self._masked_forward(
+            ids, positions, valid, visible, key_positions, cache, logits_to_keep=scored
         )
         nodes = [n for row in rows for n, s in zip(row.nodes, row.scored, strict=True) if s]
         if nodes:

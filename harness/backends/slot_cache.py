@@ -178,14 +178,16 @@ class SlotCache(Cache):
     def append_rows(self, other: SlotCache) -> None:
         """Add ``other``'s rows after ours; the smaller capacity of each layer type grows to match."""
         for layer_type in self.layout.windows:
-            ours, theirs = self.slot_valid[layer_type].shape[1], other.slot_valid[layer_type].shape[1]
-            if ours < theirs:
-                self._grow(layer_type, theirs - ours)
-            elif theirs < ours:
-                other._grow(layer_type, ours - theirs)
-            for table in (self.slot_positions, self.slot_valid):
-                source = other.slot_positions if table is self.slot_positions else other.slot_valid
-                table[layer_type] = torch.cat([table[layer_type], source[layer_type]])
+            mine, theirs = self.slot_valid[layer_type].shape[1], other.slot_valid[layer_type].shape[1]
+            if mine < theirs:
+                self._grow(layer_type, theirs - mine)
+            elif theirs < mine:
+                other._grow(layer_type, mine - theirs)
+            for table, other_table in (
+                (self.slot_positions, other.slot_positions),
+                (self.slot_valid, other.slot_valid),
+            ):
+                table[layer_type] = torch.cat([table[layer_type], other_table[layer_type]])
         for layer, their_layer in zip(self.layers, other.layers, strict=True):
             layer.keys = torch.cat([layer.keys, their_layer.keys])
             layer.values = torch.cat([layer.values, their_layer.values])
