@@ -62,21 +62,73 @@ def _register_backends() -> None:
             raise
 
 
+# Bump when the response-cache key's recipe changes: old databases are then never reused.
+RESPONSE_CACHE_KEY_VERSION = "2"
+# Arguments that only change how requests are grouped into batches; scores are batch-invariant
+# (tested), so these never split the cache.
+_BATCHING_ARGS = frozenset({"batch_size", "max_batch_size"})
+# model_args whose value names files: keyed by the files' content, not by the name.
+_PATH_ARGS = frozenset({"pretrained", "peft", "tokenizer", "delta"})
+
+
 def weights_fingerprint(args: dict[str, Any], backend: str) -> str:
-    """Identity of the model for the response cache: lm-eval keys its cache by request only."""
-    h = hashlib.sha256(backend.encode())
-    for key in ("pretrained", "peft", "tokenizer", "dtype", "revision"):
-        if key not in args:
+    """Identity of a model: the backend and every model_arg, with path-valued args replaced by the
+    content fingerprint of the files they name (aliases are resolved to their converted files
+    before this is called). Batching arguments are left out."""
+    from harness.common.fingerprint import content_fingerprint
+
+    identity: dict[str, str] = {"backend": backend}
+    for key in sorted(args):
+        if key in _BATCHING_ARGS:
             continue
-        h.update(f"{key}={args[key]}".encode())
-        path = Path(str(args[key]))
-        if path.exists():
-            files = sorted(path.rglob("*")) if path.is_dir() else [path]
-            for f in files:
-                if f.is_file() and f.suffix in (".safetensors", ".bin", ".json", ".gguf", ".model"):
-                    st = f.stat()
-                    h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+        value = str(args[key])
+        if key in _PATH_ARGS and Path(value).exists():
+            value = "content-sha256:" + content_fingerprint(value)
+        identity[key] = value
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _covered_task_versions(task_names: list[str]) -> dict[str, Any]:
+    """Versions of the named tasks and, for a group, of its subtasks (ours are named group_*)."""
+    versions = task_versions()
+    return {t: v for t, v in sorted(versions.items()) if any(t == n or t.startswith(n + "_") for n in task_names)}
+
+
+def response_cache_key(cfg: EvalConfig, args: dict[str, Any], task_names: list[str]) -> tuple[str, dict[str, Any]]:
+    """``(key, what it covers)`` for the response cache.
+
+    lm-eval's CachingLM keys each entry by the request alone, so anything else that changes a
+    response must be in the database's name: the model (backend, every resolved model_arg
+    including max_length, the weights' and tokenizer's content), the library versions that turn
+    a request into tokens, the tasks' versions and the prompt settings. The batch size is not:
+    scores do not depend on it.
+    """
+    payload: dict[str, Any] = {
+        "key_version": RESPONSE_CACHE_KEY_VERSION,
+        "model": weights_fingerprint(args, cfg.model),
+        "model_args": {k: str(v) for k, v in sorted(args.items()) if k not in _BATCHING_ARGS},
+        "device": cfg.device,
+        "versions": {name: _package_version(name) for name in ("lm_eval", "transformers", "peft")},
+        "tasks": _covered_task_versions(task_names),
+        "prompt": {
+            "meta_prompt": cfg.meta_prompt,
+            "apply_chat_template": cfg.apply_chat_template,
+            "tf_reference_half_candidates": cfg.tf_reference_half_candidates,
+            "gen_kwargs": cfg.gen_kwargs,
+            "seed": cfg.seed,  # sampled generations are not determined by the request alone
+        },
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest, payload
 
 
 def _model_args_string(args: dict[str, Any]) -> str:
@@ -147,7 +199,9 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
         # it goes: an interrupted run resumes from the requests already answered.
         cache_dir = out_dir / "lm_cache"
         cache_dir.mkdir(exist_ok=True)
-        lm = CachingLM(lm, str(cache_dir / f"{weights_fingerprint(args, cfg.model)}_rank{lm.rank}.db"))
+        key, covered = response_cache_key(cfg, args, task_names)
+        write_json_atomic(cache_dir / f"{key}.key.json", covered)  # what this database is valid for
+        lm = CachingLM(lm, str(cache_dir / f"{key}_rank{lm.rank}.db"))
     lm = ProgressLM(lm, progress)
     try:
         if own_progress:
