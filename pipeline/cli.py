@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="pipeline_command", metavar="ACTION")
 
     run = sub.add_parser("run", help="run stages 1-4 (skips complete ones, resumes interrupted ones)")
-    run.add_argument("--config", required=True, help="pipeline YAML (e.g. configs/pipeline/demo.yaml)")
+    run.add_argument("--config", required=True, help="pipeline YAML path, or a shipped name (demo, paper)")
     run.add_argument("--output", required=True, help="output directory (one subdirectory per stage)")
     run.add_argument("--stages", default="all", help="comma-separated stage numbers or names (default: all)")
     _add_overrides(run)
@@ -58,7 +58,13 @@ def _load(args) -> object:
     from harness.common.config import load_config
     from pipeline.config import PipelineConfig
 
-    return load_config(PipelineConfig, args.config, args.overrides)
+    return load_config(PipelineConfig, _config_path(args.config), args.overrides)
+
+
+def _config_path(value: str | None):
+    from harness.common.shipped_configs import resolve_config
+
+    return resolve_config(value, "pipeline") if value else None
 
 
 def _run(args) -> int:
@@ -89,7 +95,7 @@ def _constitution(args) -> int:
     from pipeline.config import PipelineConfig
     from pipeline.stages.self_align import SelfAlignStage
 
-    cfg = load_config(PipelineConfig, args.config, args.overrides)
+    cfg = load_config(PipelineConfig, _config_path(args.config), args.overrides)
     c = SelfAlignStage().load_constitution(cfg, args.data_dir)
     if args.render:
         sys.stdout.write(const.render(c) + "\n")

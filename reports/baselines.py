@@ -21,8 +21,8 @@ from typing import Any
 
 from harness.common.config import build_dataclass, read_yaml
 from harness.common.errors import UserError
-from harness.common.paths import repo_root
 from harness.common.registry import lookup
+from harness.common.shipped_configs import configs_root
 
 PAPER_REPORTED_FILE = "paper_reported.yaml"
 # lm-eval backends that talk to a server: they generate text but return no log-likelihoods
@@ -32,7 +32,7 @@ LOCAL_BACKENDS = ("hf", "selfalign-hf", "vllm")
 
 
 def baselines_dir() -> Path:
-    return repo_root() / "configs" / "baselines"
+    return configs_root() / "baselines"
 
 
 @dataclass

@@ -35,8 +35,8 @@ from rich.console import Console
 
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic
-from harness.common.paths import repo_root
 from harness.common.provenance import config_hash, run_provenance, sha256_file, to_jsonable
+from harness.common.shipped_configs import configs_root
 from reports.collect import BASELINE, CHECKPOINT, RUN_MANIFEST
 
 EVAL_KEY_VERSION = "1"
@@ -142,16 +142,18 @@ class ModelToEvaluate:
 
 
 def _resolve_path(path: str, what: str) -> Path:
-    """A path as given, else relative to the checkout (shipped configs work from any directory)."""
+    """A path as given, else ``configs/...`` in the shipped configs (works from any directory and
+    from an installed wheel)."""
     p = Path(path).expanduser()
     if p.exists() or p.is_absolute():
         if not p.exists():
             raise UserError(f"{what} {p} does not exist")
         return p
-    alt = repo_root() / p
-    if alt.exists():
-        return alt
-    raise UserError(f"{what} {path} does not exist (looked in {Path.cwd()} and {repo_root()})")
+    if p.parts[0] == "configs" and len(p.parts) > 1:
+        alt = configs_root().joinpath(*p.parts[1:])
+        if alt.exists():
+            return alt
+    raise UserError(f"{what} {path} does not exist (looked in {Path.cwd()} and {configs_root()})")
 
 
 def _pipeline_config(cfg: RunConfig):
@@ -321,10 +323,12 @@ def _opponent_spec(name: str, registry) -> str:
 
 
 def _answers_file(answers_dir: Path) -> Path:
-    found = sorted(answers_dir.glob("samples_vicuna80*.jsonl"))
-    if len(found) != 1:
-        raise UserError(f"{answers_dir}: expected one samples_vicuna80*.jsonl, found {len(found)}; rerun the vicuna80 evaluation")
-    return found[0]
+    from harness.common.run_files import samples_path
+
+    found = samples_path(answers_dir, "vicuna80")  # the latest run's
+    if not found.is_file():
+        raise UserError(f"{answers_dir}: no vicuna80 samples file; rerun the vicuna80 evaluation")
+    return found
 
 
 def plan_judge_units(cfg: RunConfig, systems: list[ModelToEvaluate], run_dir: Path, registry) -> list[JudgeUnit]:
@@ -516,7 +520,7 @@ def run(cfg: RunConfig, console: Console | None = None, *, pipeline_runner=None)
 def validate_run_configs() -> list[str]:
     """Every shipped ``configs/run/*.yaml`` loads and names its command (for ``selfalign validate``)."""
     problems = []
-    for path in sorted((repo_root() / "configs" / "run").glob("*.yaml")):
+    for path in sorted((configs_root() / "run").glob("*.yaml")):
         head = path.read_text(encoding="utf-8").split("\n\n", 1)[0]
         if f"selfalign run --config configs/run/{path.name}" not in head:
             problems.append(f"{path}: the opening comment must give the command (selfalign run --config configs/run/{path.name} ...)")

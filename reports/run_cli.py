@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model and task, `selfalign judge` against the configured opponents (a local judge server is started and "
         "stopped), then `selfalign report`. Finished units are reused; rerun the same command to resume.",
     )
-    p.add_argument("--config", required=True, help="run YAML, e.g. configs/run/demo.yaml")
+    p.add_argument("--config", required=True, help="run YAML path, or a shipped name (demo)")
     p.add_argument("--output", default=None, help="parent directory of the run (overrides `output`); the run goes to OUTPUT/<name>/")
     p.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None, help="directory laid out like shared/data")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from harness.common.shipped_configs import resolve_config
     from reports.run import load_run_config, run
 
     overrides = list(args.overrides)
@@ -29,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
         overrides.append(f"output={args.output}")
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
-    manifest = run(load_run_config(args.config, overrides))
+    manifest = run(load_run_config(resolve_config(args.config, "run"), overrides))
     timings = manifest["timings_s"]
     print(f"done in {timings['total']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total") + ")")
     if "report" in manifest:

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -133,17 +132,22 @@ def test_run_evaluates_every_checkpoint_judges_and_reports_then_reuses(tmp_path,
     assert len(judge_server.requests) == n_judge_requests
 
     # a changed limit reruns that task only; a retrained adapter reruns that checkpoint only
-    cfg.eval.limits["truthfulqa_mc1"] = 5
     adapter = run_dir / "pipeline" / "04_verbose_clone" / "adapter" / "adapter_model.safetensors"
-    time.sleep(0.01)
-    os.utime(adapter)  # the fingerprint covers size and mtime of weight files
+    os.utime(adapter)  # touching is not retraining: the fingerprint covers content, not mtime
+    assert all(e["reused"] for e in run(cfg, Console(file=open(os.devnull, "w")), pipeline_runner=fake)["evals"])
+    from safetensors.torch import load_file, save_file
+
+    cfg.eval.limits["truthfulqa_mc1"] = 5
+
+    weights = load_file(adapter)
+    save_file({k: v + 0.01 for k, v in weights.items()}, adapter)  # "retrained": new bytes
     third = run(cfg, Console(file=open(os.devnull, "w")), pipeline_runner=fake)
     rerun = {(e["model_id"], e["task"]) for e in third["evals"] if not e["reused"]}
     stage4 = systems[2]["model_id"]
     assert rerun == {(s["model_id"], "truthfulqa_mc1") for s in systems} | {(stage4, t) for t in TASKS}
     rejudged = {(j["model_id"], j["opponent"]) for j in third["judgments"] if not j["reused"]}
-    # stage 4 regenerated its vicuna answers with the same seed: same file, so nothing is judged again
-    assert rejudged == set()
+    # stage 4's new weights gave new vicuna answers: only its two comparisons are judged again
+    assert rejudged == {(stage4, "chatgpt"), (stage4, systems[1]["model_id"])}
 
 
 def test_missing_checkpoint_is_reported_not_fatal(tmp_path, tiny_model_dir, data_dir, judge_server, baseline_file):
@@ -213,7 +217,7 @@ def test_validate_run_configs_flags_a_config_without_its_command(tmp_path, monke
 
     (tmp_path / "configs" / "run").mkdir(parents=True)
     (tmp_path / "configs" / "run" / "x.yaml").write_text("# no command here\nname: x\ncheckpoints: [base, engrav]\n")
-    monkeypatch.setattr(run_module, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(run_module, "configs_root", lambda: tmp_path / "configs")
     problems = run_module.validate_run_configs()
     assert len(problems) == 2 and "opening comment" in problems[0] and "did you mean 'engrave'" in problems[1]
 
