@@ -18,6 +18,7 @@ from harness.common.errors import UserError
 # subcommand -> module defining register(subparsers)
 SUBCOMMANDS: dict[str, str] = {
     "eval": "harness.eval_cli",
+    "lm-eval": "harness.lm_eval_cli",
     "ls": "harness.ls_cli",
     "validate": "harness.ls_cli",
     "judge": "harness.judge.cli",
@@ -58,8 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _offline_defaults()
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] == "lm-eval":
+        # Everything after `lm-eval` belongs to lm-eval's parser, options first included
+        # (argparse.REMAINDER cannot start with an option).
+        args = argparse.Namespace(verbose=False, lm_eval_args=argv[1:], func=None)
+        from harness.lm_eval_cli import run_lm_eval
+
+        args.func = lambda ns: run_lm_eval(ns.lm_eval_args)
+    else:
+        args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -12,6 +12,10 @@ prepacked weights (``onednn_linears``). Tokenization, truncation, the returned
 Where exact sharing is impossible (seq2seq models, attention kernels that take no explicit mask,
 models without ``logits_to_keep``) it falls back to the stock implementation.
 
+``pretrained``/``tokenizer`` also take our aliases (``gemma-3-270m``) and ``.gguf`` files, and
+``peft`` a relative adapter path, resolved as ``selfalign eval`` does, so the same model_args
+work under lm-eval's own CLI (``selfalign lm-eval``).
+
 Extra model_args: ``share_prefix`` (default True), ``onednn_linears`` (default True; False keeps
 MKL's ``F.linear`` and one copy of the weights), ``row_tokens`` (tokens per packed row,
 default 512), ``max_scored_per_call`` (log-prob rows per forward, bounds the V-wide memory).
@@ -52,6 +56,20 @@ def _as_bool(value) -> bool:
     return bool(value)
 
 
+def _resolve_local_names(kwargs: dict) -> dict:
+    """Aliases and GGUF files to their converted directories; anything else is left to HFLM."""
+    from harness.models import ALIASES, resolve_peft, resolve_pretrained
+
+    out = dict(kwargs)
+    for key in ("pretrained", "tokenizer"):
+        value = out.get(key)
+        if isinstance(value, str) and (value in ALIASES or value.endswith(".gguf")):
+            out[key] = str(resolve_pretrained(value))
+    if isinstance(out.get("peft"), str):
+        out["peft"] = str(resolve_peft(out["peft"]))
+    return out
+
+
 @register_model("selfalign-hf")
 class SelfAlignHFLM(HFLM):
     """HFLM whose log-likelihoods share prefixes and compute the LM head only where read."""
@@ -65,7 +83,7 @@ class SelfAlignHFLM(HFLM):
         max_scored_per_call: int | str = 256,
         **kwargs,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **_resolve_local_names(kwargs))
         self.share_prefix = _as_bool(share_prefix)
         self.row_tokens = int(row_tokens)
         self.max_scored_per_call = int(max_scored_per_call)
