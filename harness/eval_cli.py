@@ -24,16 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a model through lm-evaluation-harness; writes OUTPUT/<model_id>/results.json "
         "and samples_<task>.jsonl.",
     )
-    p.add_argument("--model", default="hf", help="lm-eval backend: hf (default), selfalign-hf (fast scoring), vllm, local-completions, ...")
-    p.add_argument("--model_args", "--model-args", dest="model_args", default="",
+    p.add_argument("--model", "-M", default="hf", help="lm-eval backend: hf (default), selfalign-hf (fast scoring), vllm, local-completions, ...")
+    p.add_argument("--model_args", "--model-args", "-a", dest="model_args", default="",
                    help="lm-eval key=value list: pretrained=<alias|HF dir|.gguf>[,peft=DIR][,dtype=...]")
-    p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated; see `selfalign ls tasks`")
-    p.add_argument("--limit", type=_limit, default=None, help="documents per task (testing only)")
-    p.add_argument("--batch_size", "--batch-size", dest="batch_size", default="8")
+    p.add_argument("--tasks", "-t", default=",".join(DEFAULT_TASKS), help="comma-separated; see `selfalign ls tasks`")
+    p.add_argument("--limit", "-L", type=_limit, default=None, help="documents per task (testing only)")
+    p.add_argument("--batch_size", "--batch-size", "-b", dest="batch_size", default="8")
     p.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
                    help="directory laid out like shared/data (default: $SELFALIGN_DATA_DIR, else download)")
-    p.add_argument("--output", default="runs/eval", help="results go to OUTPUT/<model_id>/")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", "--output_path", "-o", dest="output", default="runs/eval",
+                   help="results go to OUTPUT/<model_id>/ (lm-eval's layout: results_<date>.json, samples_<task>_<date>.jsonl)")
+    p.add_argument("--log_samples", "-s", action="store_true",
+                   help="accepted for lm-eval compatibility; samples are always logged")
+    p.add_argument("--device", default=None, help="cuda when available, else cpu (default); any torch device")
     p.add_argument("--meta-prompt", dest="meta_prompt", default=None,
                    help="Dromedary inference prompt wrapping questions: verbose (paper), standard_distill, concise_distill, none")
     p.add_argument("--apply_chat_template", "--apply-chat-template", dest="apply_chat_template", action="store_true",
@@ -43,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen_kwargs", "--gen-kwargs", dest="gen_kwargs", default=None)
     p.add_argument("--no-cache", dest="use_cache", action="store_false", help="do not reuse or write the response cache")
     p.add_argument("--model-id", dest="model_id", default=None, help="name of the output subdirectory")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", default="1234",
+                   help="one integer for every generator, or lm-eval's four values python,numpy,torch,fewshot (None leaves one unseeded)")
     p.set_defaults(func=main)
 
 
@@ -51,13 +55,17 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.evaluate import four_seeds
+
     batch_size: int | str = int(args.batch_size) if str(args.batch_size).isdigit() else args.batch_size
+    seeds = four_seeds(args.seed)  # a malformed --seed fails before any model loads
+    seed: int | str = seeds[0] if len(set(seeds)) == 1 and seeds[0] is not None else args.seed
     cfg = EvalConfig(
         model=args.model, model_args=args.model_args, tasks=args.tasks.split(","), output=args.output,
         limit=args.limit, batch_size=batch_size, data_dir=args.data_dir, device=args.device,
         meta_prompt=args.meta_prompt, apply_chat_template=args.apply_chat_template,
         tf_reference_half_candidates=args.tf_reference_half_candidates, gen_kwargs=args.gen_kwargs,
-        use_cache=args.use_cache, model_id=args.model_id, seed=args.seed,
+        use_cache=args.use_cache, model_id=args.model_id, seed=seed,
     )
     results = run_eval(cfg)
     if not results:
@@ -71,5 +79,5 @@ def main(args: argparse.Namespace) -> int:
         stderr = f"{row['stderr']:.4f}" if row["stderr"] is not None else "-"
         table.add_row(row["task"], row["metric"], f"{row['value']:.4f}", stderr, str(row["n"] or "-"))
     console.print(table)
-    console.print(f"results: {cfg.output}/{meta['model_id']}/results.json")
+    console.print(f"results: {cfg.output}/{meta['model_id']}/results.json (latest of results_<date>.json)")
     return 0

@@ -1,10 +1,12 @@
 """Run lm-eval on one model (checkpoint or baseline) over our tasks and write a run directory.
 
-Output layout (documented in README):
-``<output>/<model_id>/results.json``   lm-eval's result schema (``results``, ``groups``, ``configs``,
-                                       ``versions``, ``n-samples``, ...) plus ``selfalign`` provenance
-``<output>/<model_id>/samples_<task>.jsonl``  lm-eval's per-sample log, one file per task
-``<output>/<model_id>/lm_cache/``      lm-eval's response cache, one per model fingerprint
+Output layout (documented in README; lm-eval's own, so its result tooling reads it):
+``<output>/<model_id>/results_<date>.json``  lm-eval's result schema (``results``, ``groups``,
+                                       ``configs``, ``config``, ``versions``, ``n-samples``,
+                                       ``task_hashes``, model fields, ...) plus ``selfalign`` provenance
+``<output>/<model_id>/samples_<task>_<date>.jsonl``  lm-eval's on-disk per-sample log, one per task
+``<output>/<model_id>/results.json``   a copy of the latest ``results_<date>.json``
+``<output>/<model_id>/lm_cache/``      lm-eval's response cache, one database per cache key
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import data
+from harness.common import run_files
 from harness.common.errors import UserError
-from harness.common.jsonl import write_json_atomic, write_jsonl_atomic
+from harness.common.jsonl import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from harness.common.provenance import run_provenance
 from harness.common.registry import unknown_name_error
 from harness.models import model_id as default_model_id
@@ -42,14 +45,14 @@ class EvalConfig:
     limit: float | None = None
     batch_size: int | str = 8
     data_dir: str | None = None
-    device: str = "cpu"
+    device: str | None = None  # None: cuda when available, else cpu (as lm-eval's hf backend)
     meta_prompt: str | None = None  # None: each task's paper default (verbose)
     apply_chat_template: bool = False
     tf_reference_half_candidates: bool = False
     gen_kwargs: str | None = None
     use_cache: bool = True
     model_id: str | None = None
-    seed: int = 1234
+    seed: int | str = 1234  # or lm-eval's four-value form "python,numpy,torch,fewshot"
 
 
 def _register_backends() -> None:
@@ -180,6 +183,8 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if cfg.device is None:
+        cfg = dataclasses.replace(cfg, device=default_device())
     task_names = resolve_task_names(cfg.tasks)
     data.resolve_data_dir(cfg.data_dir)  # fail on a bad --data-dir before loading a model
     raw_args = parse_model_args(cfg.model_args)
@@ -189,6 +194,9 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tm = task_manager(_metadata(cfg, args))
+    from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker
+
+    tracker = GeneralConfigTracker()  # lm-eval's model fields and total_evaluation_time_seconds
     started = time.perf_counter()
     lm = build_lm(cfg, args)
     load_s = time.perf_counter() - started
@@ -203,6 +211,7 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
         write_json_atomic(cache_dir / f"{key}.key.json", covered)  # what this database is valid for
         lm = CachingLM(lm, str(cache_dir / f"{key}_rank{lm.rank}.db"))
     lm = ProgressLM(lm, progress)
+    seeds = four_seeds(cfg.seed)
     try:
         if own_progress:
             progress.start()
@@ -215,10 +224,10 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
             apply_chat_template=cfg.apply_chat_template,
             gen_kwargs=cfg.gen_kwargs,
             bootstrap_iters=1000,
-            random_seed=cfg.seed,
-            numpy_random_seed=cfg.seed,
-            torch_random_seed=cfg.seed,
-            fewshot_random_seed=cfg.seed,
+            random_seed=seeds[0],
+            numpy_random_seed=seeds[1],
+            torch_random_seed=seeds[2],
+            fewshot_random_seed=seeds[3],
         )
     except ValueError as exc:
         if "Duplicate task" in str(exc):
@@ -243,16 +252,77 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
         "config": dataclasses.asdict(cfg),
         "timing_s": {"model_load": round(load_s, 2), "evaluate": round(eval_s, 2)},
     }
-    _write_outputs(out_dir, results, samples)
+    # lm-eval's CLI fills these from its arguments; handed a model object it leaves them empty.
+    results["config"].update({
+        "model": cfg.model, "model_args": cfg.model_args, "batch_size": cfg.batch_size, "device": cfg.device,
+    })
+    tracker.log_experiment_args(
+        model_source=cfg.model,
+        model_args=cfg.model_args,  # as given: an alias or original path, not this machine's cache
+        system_instruction=None,
+        chat_template=lm.chat_template(cfg.apply_chat_template) if cfg.apply_chat_template else None,
+        fewshot_as_multiturn=False,
+    )
+    tracker.model_name_sanitized = mid  # lm-eval names the directory after this: ours is <model_id>
+    write_outputs(out_dir, results, samples, tracker)
     return results
 
 
-def _write_outputs(out_dir: Path, results: dict[str, Any], samples: dict[str, list]) -> None:
-    from lm_eval.utils import handle_non_serializable
+def write_outputs(out_dir: Path, results: dict[str, Any], samples: dict[str, list], tracker) -> Path:
+    """lm-eval's files, as ``EvaluationTracker.save_results_aggregated``/``save_results_samples``
+    write them (same names, fields and sample sanitization), but atomically and failing loudly
+    (the tracker logs a warning and carries on); then ``results.json``, a copy of the new results
+    file. Returns the results file."""
+    from lm_eval.utils import handle_non_serializable, hash_string, sanitize_list
 
-    write_json_atomic(out_dir / "results.json", json.loads(json.dumps(results, default=handle_non_serializable)))
+    tracker.log_end_time()
+    date = run_files.date_id()
+    results["task_hashes"] = {
+        task: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in rows))
+        for task, rows in samples.items()
+    }
+    results.update(dataclasses.asdict(tracker))
     for task, rows in samples.items():
-        write_jsonl_atomic(out_dir / f"samples_{short_name(task)}.jsonl", rows, default=handle_non_serializable)
+        on_disk = []
+        for sample in rows:
+            sample = dict(sample)
+            sample["arguments"] = {
+                f"gen_args_{i}": {f"arg_{j}": value for j, value in enumerate(arg)}
+                for i, arg in enumerate(sample["arguments"])
+            }
+            sample["resps"] = sanitize_list(sample["resps"])
+            sample["filtered_resps"] = sanitize_list(sample["filtered_resps"])
+            sample["target"] = str(sample["target"])
+            on_disk.append(sample)
+        write_jsonl_atomic(out_dir / run_files.samples_filename(task, date), on_disk, default=handle_non_serializable)
+    dumped = json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False)
+    results_file = out_dir / run_files.results_filename(date)
+    write_text_atomic(results_file, dumped)
+    write_text_atomic(out_dir / run_files.LATEST_RESULTS, dumped)
+    return results_file
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def four_seeds(seed: int | str | list[int]) -> list[int | None]:
+    """lm-eval's ``--seed``: one int for all four (python, numpy, torch, fewshot), or four
+    comma-separated values where ``None`` leaves that generator unseeded."""
+    if isinstance(seed, int):
+        return [seed] * 4
+    parts = [p.strip() for p in seed.split(",")] if isinstance(seed, str) else [str(p) for p in seed]
+    try:
+        values = [None if p == "None" else int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1 and values[0] is not None:
+        return values * 4
+    if len(values) != 4:
+        raise UserError(f"--seed {seed}: expected one integer or four comma-separated values (int or None), e.g. 0,1234,1234,1234")
+    return values
 
 
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:

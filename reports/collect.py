@@ -3,7 +3,7 @@
 ``selfalign report`` accepts, in any mix:
 
 * a ``selfalign run`` directory (``manifest.json`` lists its systems in stage order, with roles);
-* a ``selfalign eval`` model directory (``results.json`` + ``samples_<task>.jsonl``);
+* a ``selfalign eval`` model directory (``results.json`` + ``samples_<task>_<date>.jsonl``);
 * a ``selfalign eval --output`` directory (one model directory per subdirectory, taken in name order);
 * a ``selfalign judge`` output directory (``summary.json``), attached to the judged model.
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records
+from harness.common.run_files import samples_path
 from harness.task_registry import short_name
 
 RUN_MANIFEST = "manifest.json"
@@ -41,7 +42,7 @@ class TaskResult:
     provenance: dict[str, Any]  # results.json ``selfalign`` block
 
     def samples_path(self) -> Path:
-        return self.directory / f"samples_{self.task}.jsonl"
+        return samples_path(self.directory, self.task)
 
     def item_scores(self, metric: str) -> dict[tuple[int, str], float] | None:
         """``{(doc_id, doc_hash): score}`` from the samples log (None when it is missing)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.common.errors import UserError
+from harness.common.run_files import samples_path
 from harness.evaluate import EvalConfig, run_eval
 from harness.models import model_id, parse_model_args, resolve_model_args
 from tests.builtin_equivalence import run_builtin_and_ours
@@ -41,10 +42,11 @@ def test_eval_writes_results_samples_and_provenance(tiny_model_dir, data_dir, tm
     assert "truthfulqa/data/v0/mc_task.json" in meta["data_sha256"]
     assert "dromedary/prompts/inference_prompts/dromedary_verbose_prompt.txt" in meta["data_sha256"]
     assert meta["model_args"]["pretrained"] == str(Path(tiny_model_dir).resolve())
-    samples = [json.loads(line) for line in (out / "samples_truthfulqa_tf.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in samples_path(out, "truthfulqa_tf").read_text().splitlines()]
     assert len(samples) == 2 and {"doc", "arguments", "resps", "acc_all_candidates"} <= set(samples[0])
     assert len(samples[0]["arguments"]) == 2 * len(samples[0]["doc"]["mc1_targets"]["choices"])
-    hhh_n = sum(len((out / f"samples_hhh_{c}.jsonl").read_text().splitlines()) for c in ("harmless", "helpful", "honest", "other"))
+    hhh_n = sum(len(samples_path(out, f"hhh_{c}").read_text().splitlines()) for c in ("harmless", "helpful", "honest", "other"))
+    assert written["results"]["selfalign_hhh_other"]["truncation_applied,none"] == 1.0  # the model's tokenizer was passed
     assert hhh_n == 8 == written["n-samples"]["selfalign_hhh_other"]["effective"] * 4
 
     # a rerun is answered from the per-model response cache and gives identical numbers

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from harness.common.run_files import samples_path
 from harness.evaluate import EvalConfig, run_eval
 from harness.judge.run import JudgeConfig, run_judge
 from reports import stats as rstats
@@ -77,7 +78,7 @@ def report(runs, tmp_path_factory):
 
 
 def _samples(runs, mid: str, task: str) -> list[dict]:
-    path = runs["eval"] / mid / f"samples_{task}.jsonl"
+    path = samples_path(runs["eval"] / mid, task)
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -291,10 +292,10 @@ def test_mixed_up_samples_are_refused(runs, tmp_path):
 
     broken = tmp_path / CHECKPOINTS[0]
     shutil.copytree(runs["eval"] / CHECKPOINTS[0], broken)
-    other = runs["eval"] / CHECKPOINTS[1] / "samples_truthfulqa_tf.jsonl"
+    other = samples_path(runs["eval"] / CHECKPOINTS[1], "truthfulqa_tf")
     if _item_scores(runs, CHECKPOINTS[0], "truthfulqa_tf", "acc_all_candidates") == _item_scores(runs, CHECKPOINTS[1], "truthfulqa_tf", "acc_all_candidates"):
         pytest.skip("the two tiny models happen to agree on every item")
-    shutil.copy(other, broken / "samples_truthfulqa_tf.jsonl")
+    shutil.copy(other, samples_path(broken, "truthfulqa_tf"))
     with pytest.raises(UserError, match="samples come from another run"):
         build_report([broken], tmp_path / "out", ReportOptions(terminal=False))
 

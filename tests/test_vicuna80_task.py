@@ -7,6 +7,7 @@ import json
 import pytest
 
 from harness.common.errors import UserError
+from harness.common.run_files import samples_path
 from harness.evaluate import EvalConfig, run_eval
 from harness.judge.run import JudgeConfig, run_judge
 from harness.models import model_id
@@ -85,15 +86,15 @@ def test_generated_answers_flow_into_the_judge(chat, tiny_model_dir, data_dir, t
     results = run_eval(cfg)
     assert results["results"][TASK]["empty_answer,clean"] >= 0.0
     run_dir = tmp_path / "eval" / model_id(cfg.model_args)
-    samples = [json.loads(line) for line in (run_dir / "samples_vicuna80.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in samples_path(run_dir, "vicuna80").read_text().splitlines()]
     assert [s["doc"]["question_id"] for s in samples] == [1, 2]
-    prompt = samples[0]["arguments"][0][0]
+    prompt = samples[0]["arguments"]["gen_args_0"]["arg_0"]  # lm-eval's on-disk form
     if chat:
         assert samples[0]["doc"]["prompt_format"] == "plain"
         assert prompt.startswith("<|im_start|>user\nHow can I improve my time management skills?<|im_end|>")
     else:
         assert samples[0]["doc"]["prompt_format"] == "dromedary" and prompt.endswith("\n\n### Dromedary")
-    assert samples[0]["arguments"][0][1]["max_gen_toks"] == 8
+    assert samples[0]["arguments"]["gen_args_0"]["arg_1"]["max_gen_toks"] == 8
     answer = samples[0]["filtered_resps"][0]
     assert answer == clean_answer(samples[0]["resps"][0][0])
 

@@ -98,6 +98,15 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]], defa
     os.replace(tmp, path)
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file via a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON via a temporary file and rename, so readers never see half a file."""
     path = Path(path)

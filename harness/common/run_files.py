@@ -1,10 +1,60 @@
-"""Where an evaluation's files lie in a model directory, for every reader of them."""
+"""Where an evaluation's files lie in a model directory, for every reader of them.
+
+``selfalign eval`` writes lm-eval's layout: ``results_<date>.json`` and
+``samples_<task>_<date>.jsonl`` per run (``<task>`` is lm-eval's full name, e.g.
+``selfalign_truthfulqa_tf``; ``<date>`` is ``datetime.isoformat()`` with ``:`` replaced by ``-``),
+plus ``results.json``, a copy of the latest results file. Directories written before that layout
+hold ``samples_<short name>.jsonl``; readers accept both.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+
+TASK_PREFIX = "selfalign_"
+LATEST_RESULTS = "results.json"
+
+
+def date_id(now: datetime | None = None) -> str:
+    """lm-eval's file timestamp (``EvaluationTracker.date_id``)."""
+    return (now or datetime.now()).isoformat().replace(":", "-")
+
+
+def results_filename(date: str) -> str:
+    return f"results_{date}.json"
+
+
+def samples_filename(task: str, date: str) -> str:
+    return f"samples_{task}_{date}.jsonl"
+
+
+def _split_samples_name(name: str) -> tuple[str, str] | None:
+    """``(task, date)`` of ``samples_<task>_<date>.jsonl`` (lm-eval's get_file_task_name/datetime)."""
+    if not (name.startswith("samples_") and name.endswith(".jsonl")):
+        return None
+    stem = name.removesuffix(".jsonl")
+    task, _, date = stem.removeprefix("samples_").rpartition("_")
+    if not task or not date[:4].isdigit() or "T" not in date:
+        return None
+    return task, date
+
+
+def timestamped_samples(model_dir: str | Path, task: str) -> list[Path]:
+    """Every ``samples_<task>_<date>.jsonl`` of ``task`` (short or full name), oldest first."""
+    names = {task, TASK_PREFIX + task} if not task.startswith(TASK_PREFIX) else {task}
+    found = []
+    for path in Path(model_dir).glob("samples_*.jsonl"):
+        parts = _split_samples_name(path.name)
+        if parts and parts[0] in names:
+            found.append((parts[1], path))
+    return [p for _, p in sorted(found)]
 
 
 def samples_path(model_dir: str | Path, task: str) -> Path:
-    """The per-sample log of ``task`` (short name, e.g. ``truthfulqa_tf``) in a model directory."""
-    return Path(model_dir) / f"samples_{task}.jsonl"
+    """The latest per-sample log of ``task`` (short or full name); the pre-timestamp name when
+    there is no timestamped one (a path that may not exist, for error messages)."""
+    stamped = timestamped_samples(model_dir, task)
+    if stamped:
+        return stamped[-1]
+    return Path(model_dir) / f"samples_{task.removeprefix(TASK_PREFIX)}.jsonl"

@@ -21,6 +21,7 @@ from typing import Any
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records
 from harness.common.registry import unknown_name_error
+from harness.common.run_files import timestamped_samples
 from harness.data import data_file, read_jsonl
 
 QUESTIONS_FILE = "vicuna_bench/fastchat/eval/table/question.jsonl"
@@ -38,8 +39,8 @@ RECORDED: dict[str, str] = {
     )
 }
 TASK_NAME = "selfalign_vicuna80"
-# `selfalign eval` writes samples_<short name>.jsonl; lm-eval's own CLI writes
-# samples_<task>_<timestamp>.jsonl.
+# `selfalign eval` and lm-eval's own CLI write samples_<task>_<timestamp>.jsonl (one per run: the
+# latest is judged); older `selfalign eval` directories hold samples_<short name>.jsonl.
 SAMPLES_GLOBS = ("samples_vicuna80.jsonl", f"samples_{TASK_NAME}*.jsonl")
 # The filter of tasks/vicuna80 whose output is the cleaned answer.
 ANSWER_FILTER = "clean"
@@ -81,7 +82,13 @@ def _fastchat_answers(records: list[dict], where: str) -> dict[int, str]:
 
 
 def _glob(directory: Path, prefix: str = "") -> list[Path]:
-    return sorted({p for pattern in SAMPLES_GLOBS for p in directory.glob(prefix + pattern)})
+    """The vicuna80 samples files per directory: the latest run's when runs are timestamped."""
+    found = sorted({p for pattern in SAMPLES_GLOBS for p in directory.glob(prefix + pattern)})
+    latest = []
+    for parent in sorted({p.parent for p in found}):
+        stamped = timestamped_samples(parent, TASK_NAME)
+        latest += stamped[-1:] or [p for p in found if p.parent == parent]
+    return latest
 
 
 def _samples_file(directory: Path, flag: str) -> Path:
