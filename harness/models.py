@@ -143,6 +143,19 @@ def resolve_peft(name: str) -> Path:
     return path
 
 
+def adapter_base_name(peft: str) -> str | None:
+    """The base an adapter names in ``adapter_config.json`` (ours write a portable alias or the
+    original path there), when it resolves on this machine; else None."""
+    config = Path(peft).expanduser() / "adapter_config.json"
+    try:
+        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(base, str) or not base:
+        return None
+    return base if base in ALIASES or Path(base).expanduser().exists() else None
+
+
 def parse_model_args(model_args: str | dict[str, Any] | None) -> dict[str, Any]:
     """lm-eval's ``key=value,key=value`` convention, with a clear error when malformed."""
     if model_args is None or model_args == "":
@@ -172,6 +185,10 @@ def parse_model_args(model_args: str | dict[str, Any] | None) -> dict[str, Any]:
 def resolve_model_args(model_args: str | dict[str, Any] | None) -> dict[str, Any]:
     """Parse and resolve ``pretrained``/``peft``/``tokenizer`` to absolute local paths."""
     args = parse_model_args(model_args)
+    if "pretrained" not in args and "peft" in args:
+        base = adapter_base_name(str(args["peft"]))
+        if base:
+            args = {"pretrained": base, **args}
     if "pretrained" not in args:
         raise UserError("--model_args needs pretrained=<alias | HF directory | .gguf file>")
     args["pretrained"] = str(resolve_pretrained(str(args["pretrained"])))

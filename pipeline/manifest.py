@@ -71,13 +71,18 @@ def stage_hash(stage_config: Any, upstream: dict[str, str], data_files: dict[str
     return config_hash({"config": to_jsonable(stage_config), "upstream": upstream, "data": data_files}, salt)
 
 
+_DESCRIPTIVE_FILES = frozenset({"README.md", "selfalign_adapter.json"})
+
+
 def files_hash(paths: list[Path]) -> str:
     """One hash over the contents of a stage's primary outputs (what downstream stages key on)."""
     h = hashlib.sha256()
     for p in paths:
         h.update(p.name.encode() + b"\0")
         if p.is_dir():
-            for sub in sorted(x for x in p.rglob("*") if x.is_file()):
+            # An adapter's model card and selfalign_adapter.json record the command and this
+            # machine's paths: they describe the output, they are not part of it.
+            for sub in sorted(x for x in p.rglob("*") if x.is_file() and x.name not in _DESCRIPTIVE_FILES):
                 h.update(str(sub.relative_to(p)).encode() + b"\0" + sub.read_bytes())
         elif p.is_file():
             h.update(p.read_bytes())

@@ -54,7 +54,11 @@ def train_stage_adapter(ctx: StageContext, cfg_train: LoraTrainConfig, examples:
     """Train into ``<stage>/`` and summarize the result for the manifest."""
     ctx.progress.close()  # the trainer shows its own live progress bar
     ctx.release_engines()
-    result = train_lora(cfg_train, examples, resolve_pretrained(ctx.cfg.model.base), ctx.stage_dir)
+    from pipeline.manifest import read_manifest
+
+    card = {"stage": f"stage {ctx.stage_dir.name}", "config_hash": (read_manifest(ctx.stage_dir) or {}).get("config_hash")}
+    result = train_lora(cfg_train, examples, resolve_pretrained(ctx.cfg.model.base), ctx.stage_dir,
+                        base_name=ctx.cfg.model.base, card=card)
     summary = asdict(result)
     summary["adapter_dir"] = str(Path(result.adapter_dir).relative_to(ctx.stage_dir)) if Path(result.adapter_dir).is_absolute() else result.adapter_dir
     return result, summary

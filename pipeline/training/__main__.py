@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(LoraTrainConfig, args.config, args.overrides)
         examples = load_examples_jsonl(args.data)
         base = resolve_pretrained(args.base_model)
-        result = train_lora(cfg, examples, base, args.output_dir, peft_init=args.peft_init)
+        result = train_lora(cfg, examples, base, args.output_dir, peft_init=args.peft_init, base_name=args.base_model)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

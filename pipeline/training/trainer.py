@@ -35,6 +35,7 @@ from harness.common.jsonl import JsonlWriter, read_records, write_json_atomic
 from harness.common.provenance import config_hash, run_provenance, to_jsonable
 from pipeline.training import checkpoint as ckpt
 from pipeline.training.batching import StepPlan, StepPlanner, filler_example
+from pipeline.training.card import current_command, finalize_adapter
 from pipeline.training.config import LoraTrainConfig
 from pipeline.training.data import (
     TokenizedExample,
@@ -101,13 +102,18 @@ def train_lora(
     *,
     peft_init: str | Path | None = None,
     on_step: StepCallback | None = None,
+    base_name: str | None = None,
+    card: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on (prompt, answer) examples; see the module docstring for outputs.
 
     ``base_model`` is a local model directory (``harness.models.resolve_pretrained`` resolves
     aliases). ``peft_init`` starts from an existing adapter instead of a fresh one (the
     reference's stage 4 does not: it trains a fresh adapter on the base model). ``on_step``
-    receives each step's log record on the main process.
+    receives each step's log record on the main process. ``base_name`` is the portable name of
+    the base (an alias or the path as given; default: ``base_model``) recorded in the adapter's
+    ``adapter_config.json``; ``card`` adds fields (stage, counts, config_hash, command) to its
+    model card and ``selfalign_adapter.json``.
     """
     output_dir = Path(output_dir)
     base_model = Path(base_model)
@@ -219,6 +225,10 @@ def train_lora(
     adapter_dir = output_dir / "adapter"
     if main:
         save_adapter(accelerator.unwrap_model(model), adapter_state, tokenizer, adapter_dir)
+        details = {"n_train_examples": len(train_set), "n_holdout_examples": len(holdout_set), **(card or {})}
+        details["counts"] = {**(details.get("counts") or {}), "train examples": len(train_set), "holdout examples": len(holdout_set)}
+        details.setdefault("command", current_command())
+        finalize_adapter(adapter_dir, base_name=base_name or str(base_model), base_path=base_model, details=details)
     del model, optimizer, adapter_state
     accelerator.free_memory()
     accelerator.wait_for_everyone()  # the adapter exists on disk for every process from here on
