@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pipeline.config import InstructionFilterConfig
+from pipeline.stages.rouge_index import RougeLIndex
 
 
 def find_word(word: str, text: str) -> bool:
@@ -46,42 +47,45 @@ def static_drop_reason(instruction: str, input_text: str, cfg: InstructionFilter
 
 @dataclass
 class Verdict:
+    """One novelty decision. For a drop, ``rouge_l_max`` is the exact highest ROUGE-L F against
+    the pool and ``matched`` the pool instruction reaching it (the first in pool order on a tie;
+    an exact duplicate records 1.0 and the instruction it repeats). For a kept instruction both
+    are None: pairs that cannot reach the threshold are never scored, so no max is known."""
+
     reason: str | None  # None: kept
     rouge_l_max: float | None = None
-    rouge_l_mean: float | None = None
+    matched: str | None = None
 
 
-class NoveltyPool:
-    """Instructions kept so far (seeds included); rejects exact and ROUGE-L near duplicates."""
+class NoveltyPool(RougeLIndex):
+    """Instructions kept so far (seeds included); rejects exact and ROUGE-L near duplicates.
 
-    def __init__(self, threshold: float, initial: Sequence[str] = ()):
-        from rouge_score import rouge_scorer  # imports nltk: ~1 s, only when filtering
+    ``judge`` gives the same decision as scoring the candidate against every pool member with
+    rouge-score's ROUGE-L F-measure (``RougeScorer(["rougeL"], use_stemmer=False)``) and dropping
+    it when the maximum is ``> threshold``; see ``pipeline.stages.rouge_index`` for how it avoids
+    scoring almost all pairs. ``vocabulary`` (e.g. every candidate of the run) only orders tokens
+    rarest first, which makes the index faster; decisions never depend on it.
+    """
 
-        self.threshold = threshold
-        self._lcs = rouge_scorer._score_lcs
-        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-        self._keys: set[str] = set()
-        self._tokens: list[list[str]] = []
+    def __init__(self, threshold: float, initial: Sequence[str] = (), vocabulary: Iterable[str] = ()):
+        super().__init__(threshold, vocabulary)
+        self._keys: dict[str, int] = {}
         for text in initial:
             self.add(text)
 
-    def __len__(self) -> int:
-        return len(self._tokens)
-
     def add(self, instruction: str) -> None:
-        self._keys.add(normalize(instruction))
-        self._tokens.append(self._scorer._tokenizer.tokenize(instruction))
+        self._keys.setdefault(normalize(instruction), len(self))
+        self.insert(instruction)
 
     def judge(self, instruction: str) -> Verdict:
-        if normalize(instruction) in self._keys:
-            return Verdict("duplicate", 1.0, None)
-        tokens = self._scorer._tokenizer.tokenize(instruction)
-        scores = [self._lcs(tokens, other).fmeasure for other in self._tokens]
-        top = max(scores, default=0.0)
-        mean = sum(scores) / len(scores) if scores else 0.0
-        if top > self.threshold:
-            return Verdict("rouge_l_similar", round(top, 4), round(mean, 4))
-        return Verdict(None, round(top, 4), round(mean, 4))
+        same = self._keys.get(normalize(instruction))
+        if same is not None:
+            return Verdict("duplicate", 1.0, self.text(same))
+        best = self.best_match(instruction)
+        if best is not None:
+            score, index = best
+            return Verdict("rouge_l_similar", score, self.text(index))
+        return Verdict(None)
 
     def admit(self, instruction: str) -> Verdict:
         """Judge and, when kept, add to the pool."""
