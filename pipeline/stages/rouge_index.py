@@ -30,6 +30,8 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable
 
+import numpy as np
+from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
 # rouge_score.tokenize.tokenize(text, stemmer=None), without importing rouge_score's nltk stack:
@@ -82,8 +84,9 @@ class RougeLIndex:
         self._unseen = 0
         self._texts: list[str] = []
         self._seqs: list[str] = []
-        # _postings[n][element] = pool indices of members of length n with element in their prefix
-        self._postings: list[dict[int, array]] = []
+        self._lens = array("I")  # token count of each member
+        # element -> pool indices (ascending) of the members with that element in their prefix
+        self._postings: dict[int, array] = {}
         self.pairs_exact = 0  # pairs whose LCS was computed
         self._learn_order(vocabulary)
 
@@ -148,10 +151,9 @@ class RougeLIndex:
         self._texts.append(text)
         self._seqs.append("".join(map(_char, ids)))
         n = len(ids)
+        self._lens.append(n)
         if n:
-            while len(self._postings) <= n:
-                self._postings.append({})
-            postings = self._postings[n]
+            postings = self._postings
             for element in self._elements(ids)[: self._prefix_len(n)]:
                 lst = postings.get(element)
                 if lst is None:
@@ -167,29 +169,30 @@ class RougeLIndex:
         if not m:
             return None  # rouge-score scores an empty text 0 against anything
         prefix = self._elements(ids)[: self._prefix_len(m)]
-        n_lo = max(1, math.ceil(self._ratio * m - _MARGIN))
-        n_hi = min(len(self._postings) - 1, math.floor(m / self._ratio + _MARGIN))
-        candidates: set[int] = set()
-        for n in range(n_lo, n_hi + 1):
-            postings = self._postings[n]
-            if postings:
-                for element in prefix:
-                    lst = postings.get(element)
-                    if lst is not None:
-                        candidates.update(lst)
-        if not candidates:
+        lists = [lst for lst in map(self._postings.get, prefix) if lst is not None]
+        if not lists:
             return None
-        query = "".join(map(_char, ids))
-        seqs, half, threshold = self._seqs, self._half_bound, self.threshold
+        # Views on the arrays live only inside this call (an exported buffer cannot grow).
+        index = np.unique(np.concatenate([np.frombuffer(lst, dtype=np.uint32) for lst in lists]))
+        lens = np.frombuffer(self._lens, dtype=np.uint32)[index].astype(np.int64)
+        n_lo = math.ceil(self._ratio * m - _MARGIN)
+        n_hi = math.floor(m / self._ratio + _MARGIN)
+        fits = (lens >= n_lo) & (lens <= n_hi)
+        index, lens = index[fits], lens[fits]
+        if not index.size:
+            return None
+        # The smallest LCS that can give F >= the (loosened) threshold, per pair.
+        need = np.ceil(self._half_bound * (m + lens) - _MARGIN).astype(np.int64)
+        seqs = self._seqs
+        choices = [seqs[i] for i in index.tolist()]
+        self.pairs_exact += len(choices)
+        lcs = process.cdist(
+            ["".join(map(_char, ids))], choices, scorer=LCSseq.similarity,
+            score_cutoff=int(need.min()), dtype=np.int32, workers=1,
+        )[0]
         best_f, best_index = -1.0, -1
-        for index in sorted(candidates):
-            other = seqs[index]
-            n = len(other)
-            need = math.ceil(half * (m + n) - _MARGIN)  # smallest LCS that can give F >= bound
-            self.pairs_exact += 1
-            lcs = LCSseq.similarity(query, other, score_cutoff=need)
-            if lcs and lcs >= need:
-                f = rouge_l_fmeasure(lcs, m, n)
-                if f > threshold and f > best_f:  # ascending index: ties keep the first
-                    best_f, best_index = f, index
+        for hit in np.flatnonzero(lcs >= need).tolist():  # ascending pool index: ties keep the first
+            f = rouge_l_fmeasure(int(lcs[hit]), m, int(lens[hit]))
+            if f > self.threshold and f > best_f:
+                best_f, best_index = f, int(index[hit])
         return (best_f, best_index) if best_index >= 0 else None
