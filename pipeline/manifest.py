@@ -11,7 +11,7 @@ Schema (``schema_version`` 1)::
     stage, number, title, status ("running" | "complete"), config_hash, config,
     upstream {stage: output_hash}, data_files {rel: sha256}, outputs {name: relative path},
     output_hash, counts {produced, kept, dropped {reason: n}, ...}, generation {...},
-    training {...}, timings {started, finished, wall_s}, resources {peak_rss_mb, peak_rss_scope},
+    training {...}, timings {started, finished, wall_s}, resources {peak_rss_mb, peak_rss_scope, cpu_s},
     dist {world_size}, provenance {...}
 """
 

@@ -273,15 +273,20 @@ def _run_stage(
         engine=engines, progress=progress, eos_tokens=eos_tokens, upstream=upstream_manifests, generate_only=generate_only,
     )
     per_stage_peak = reset_peak_rss()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         result = stage.run(ctx)
     finally:
         progress.close()
     wall = time.perf_counter() - started
     # This rank's peak resident memory during the stage (since process start where the OS
-    # cannot reset the peak).
-    resources = {"peak_rss_mb": round(peak_rss_mb(), 1), "peak_rss_scope": "stage" if per_stage_peak else "process"}
+    # cannot reset the peak), and its CPU seconds (all threads): on a shared machine wall time
+    # alone says more about the neighbours than about the stage.
+    resources = {
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_scope": "stage" if per_stage_peak else "process",
+        "cpu_s": round(time.process_time() - cpu_started, 2),
+    }
 
     if result is None:  # stopped before training on request; the manifest stays "running"
         if dist.is_main:
@@ -330,6 +335,7 @@ def _summary(manifest: dict[str, Any], *, skipped: bool) -> dict[str, Any]:
         "counts": manifest.get("counts", {}),
         "wall_s": manifest.get("timings", {}).get("wall_s"),
         "peak_rss_mb": manifest.get("resources", {}).get("peak_rss_mb"),
+        "cpu_s": manifest.get("resources", {}).get("cpu_s"),
         "generation": manifest.get("generation", {}),
         "training": {k: v for k, v in manifest.get("training", {}).items() if k != "losses"},
     }

@@ -196,3 +196,15 @@ def test_malformed_seed_questions_and_missing_file(tmp_path):
         load_seed_questions(str(path), None)
     with pytest.raises(UserError, match="stage1.tgrt.seed_questions='nope.jsonl': neither a known data file"):
         load_seed_questions("nope.jsonl", None)
+
+
+def test_keyword_blacklist_pattern_agrees_with_find_word_per_word():
+    from pipeline.config import InstructionFilterConfig
+
+    cfg = InstructionFilterConfig()
+    texts = ["Draw a map of Paris", "Go to the roadmaps page", "an (image) here", "MUSIC theory basics",
+             "Explain fileserver design", "Plot twist: write a story", "Describe the audio-visual era"]
+    for text in texts:
+        expected = any(find_word(w, text) for w in cfg.keyword_blacklist)
+        assert (static_drop_reason("Write about " + text, "", cfg) == "keyword_blacklist") == expected
+        assert (static_drop_reason("Write about this topic", text, cfg) == "keyword_blacklist") == expected
