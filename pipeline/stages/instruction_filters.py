@@ -4,7 +4,8 @@ Reproduces ``post_process_gpt3_response`` and the ROUGE-L > 0.7 rejection of IBM
 ``generate_vanilla_instruction.py``, with one pool of kept instructions for the whole run (the
 reference kept one per shard and then deduplicated across shards by exact match, missing
 duplicates inside a shard). Candidates are judged in a fixed order, so the kept set does not
-depend on how generation was sharded.
+depend on how generation was sharded. The ROUGE-L check is exact but indexed
+(``pipeline.stages.rouge_index``): it scores only the pairs that can exceed the threshold.
 """
 
 from __future__ import annotations
