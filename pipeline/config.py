@@ -53,7 +53,7 @@ class ModelConfig:
 
 @dataclass
 class EngineConfig:
-    backend: str = "transformers"  # or "vllm" (GPU machines; imported lazily)
+    backend: str = "transformers"  # or "vllm" (GPU machines; imported lazily), "fake" (dry runs)
     # extra keyword arguments for the backend (batch_size, dtype, tensor_parallel_size, ...)
     options: dict[str, Any] = field(default_factory=dict)
     # requests handed to the engine per call: the resume granularity and progress-bar step

@@ -11,7 +11,8 @@ Schema (``schema_version`` 1)::
     stage, number, title, status ("running" | "complete"), config_hash, config,
     upstream {stage: output_hash}, data_files {rel: sha256}, outputs {name: relative path},
     output_hash, counts {produced, kept, dropped {reason: n}, ...}, generation {...},
-    training {...}, timings {started, finished, wall_s}, dist {world_size}, provenance {...}
+    training {...}, timings {started, finished, wall_s}, resources {peak_rss_mb, peak_rss_scope, cpu_s},
+    dist {world_size}, provenance {...}
 """
 
 from __future__ import annotations
@@ -83,10 +84,18 @@ def files_hash(paths: list[Path]) -> str:
             # An adapter's model card and selfalign_adapter.json record the command and this
             # machine's paths: they describe the output, they are not part of it.
             for sub in sorted(x for x in p.rglob("*") if x.is_file() and x.name not in _DESCRIPTIVE_FILES):
-                h.update(str(sub.relative_to(p)).encode() + b"\0" + sub.read_bytes())
+                h.update(str(sub.relative_to(p)).encode() + b"\0")
+                _hash_file(h, sub)
         elif p.is_file():
-            h.update(p.read_bytes())
+            _hash_file(h, p)
     return h.hexdigest()[:16]
+
+
+def _hash_file(h: Any, path: Path) -> None:
+    """Feed a file in 1 MiB blocks (a stage's records can be gigabytes)."""
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
 
 
 def move_aside(stage_dir: Path, why: str) -> Path | None:

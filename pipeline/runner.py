@@ -30,6 +30,7 @@ from rich.console import Console
 
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic
+from harness.common.memory import peak_rss_mb, reset_peak_rss
 from harness.common.provenance import config_hash, run_provenance
 from harness.common.registry import lookup
 from pipeline.config import PipelineConfig
@@ -271,12 +272,21 @@ def _run_stage(
         cfg=cfg, output_dir=output_dir, stage_dir=stage_dir, data_dir=data_dir, dist=dist,
         engine=engines, progress=progress, eos_tokens=eos_tokens, upstream=upstream_manifests, generate_only=generate_only,
     )
-    started = time.perf_counter()
+    per_stage_peak = reset_peak_rss()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         result = stage.run(ctx)
     finally:
         progress.close()
     wall = time.perf_counter() - started
+    # This rank's peak resident memory during the stage (since process start where the OS
+    # cannot reset the peak), and its CPU seconds (all threads): on a shared machine wall time
+    # alone says more about the neighbours than about the stage.
+    resources = {
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_scope": "stage" if per_stage_peak else "process",
+        "cpu_s": round(time.process_time() - cpu_started, 2),
+    }
 
     if result is None:  # stopped before training on request; the manifest stays "running"
         if dist.is_main:
@@ -296,11 +306,12 @@ def _run_stage(
             "counts": result.counts,
             "generation": result.generation,
             "training": result.training,
+            "resources": resources,
             **result.extra,
         },
         wall,
     )
-    console.print(f"{label}: done in {wall:.1f}s; {_count_line(result.counts)}")
+    console.print(f"{label}: done in {wall:.1f}s, peak RSS {resources['peak_rss_mb']:.0f} MiB; {_count_line(result.counts)}")
     return _summary(done, skipped=False)
 
 
@@ -323,6 +334,8 @@ def _summary(manifest: dict[str, Any], *, skipped: bool) -> dict[str, Any]:
         "config_hash": manifest.get("config_hash"),
         "counts": manifest.get("counts", {}),
         "wall_s": manifest.get("timings", {}).get("wall_s"),
+        "peak_rss_mb": manifest.get("resources", {}).get("peak_rss_mb"),
+        "cpu_s": manifest.get("resources", {}).get("cpu_s"),
         "generation": manifest.get("generation", {}),
         "training": {k: v for k, v in manifest.get("training", {}).items() if k != "losses"},
     }

@@ -122,6 +122,27 @@ def _ids_done(gen_dir: Path, step: str) -> set[str]:
     return {str(r["id"]) for p in _step_files(gen_dir, step) for r in iter_records(p) if "id" in r}
 
 
+class LazyRequests(Sequence[GenerationRequest]):
+    """Requests built when read: ``make(item)`` for each of ``items``.
+
+    A stage-2 prompt embeds the whole constitution (~7 kB); 360k of them would take gigabytes if
+    built up front. ``generate_sharded`` builds only the chunk it is sending to the engine.
+    """
+
+    def __init__(self, items: Sequence[Any], make: Callable[[Any], GenerationRequest], ids: Sequence[str]):
+        if len(ids) != len(items):
+            raise ValueError("LazyRequests: one id per item")
+        self._items, self._make, self.ids = items, make, list(ids)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._make(item) for item in self._items[index]]
+        return self._make(self._items[index])
+
+
 def generate_sharded(
     step: str,
     requests: Sequence[GenerationRequest],
@@ -140,14 +161,16 @@ def generate_sharded(
     ``engine`` is called only when this rank has work left, so a resumed or finished step never
     loads a model. ``on_progress(done, total)`` reports this rank's share.
     """
-    ids = [r.id for r in requests]
+    ids = requests.ids if isinstance(requests, LazyRequests) else [r.id for r in requests]
     if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))
         raise ValueError(f"step {step}: request id {dup!r} is not unique")
     gen_dir.mkdir(parents=True, exist_ok=True)
     done = _ids_done(gen_dir, step)
-    mine = [r for i, r in enumerate(requests) if dist.owns(i)]
-    todo = [r for r in mine if r.id not in done]
+    mine = [i for i in range(len(ids)) if dist.owns(i)]
+    todo = [i for i in mine if ids[i] not in done]
+    del done
     total = len(mine)
     if on_progress:
         on_progress(total - len(todo), total)
@@ -155,7 +178,7 @@ def generate_sharded(
         eng = engine()
         with JsonlWriter(gen_dir / f"{_shard_name(step, dist.rank, dist.world_size)}.jsonl") as out:
             for start in range(0, len(todo), max(1, chunk_size)):
-                chunk = todo[start : start + chunk_size]
+                chunk = [requests[i] for i in todo[start : start + chunk_size]]
                 t0 = time.perf_counter()
                 completions = eng.generate(chunk, params, shared_prefix=shared_prefix)
                 per_request = (time.perf_counter() - t0) / max(1, len(chunk))
@@ -176,17 +199,22 @@ def generate_sharded(
     markers = [gen_dir / f"{_shard_name(step, r, dist.world_size)}.done" for r in range(dist.world_size)]
     dist.wait_for(lambda: all(m.exists() for m in markers), f"all {dist.world_size} ranks to finish step {step}")
 
+    # Only the ids asked for: a shard file may hold records of requests no longer asked for.
+    wanted = set(ids)
     merged: dict[str, dict[str, Any]] = {}
     for path in _step_files(gen_dir, step):
         for rec in iter_records(path):
-            merged.setdefault(str(rec["id"]), rec)
+            rid = str(rec["id"])
+            if rid in wanted and rid not in merged:
+                merged[rid] = rec
+    del wanted
     missing = [i for i in ids if i not in merged]
     if missing:
         raise UserError(
             f"step {step}: {len(missing)} requests have no completion after all ranks finished "
             f"(first: {missing[0]!r}); a shard file in {gen_dir} was removed or truncated; rerun to fill it"
         )
-    records = [merged[i] for i in ids]
+    records = [merged.pop(i) for i in ids]
     stats = GenerationStats()
     for rec in records:
         stats.add(rec)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from harness.bench.flops import floor_flops, model_size
-from harness.bench.machine import matmul_gflops
+from harness.bench.flops import DecodeShape, decode_bytes, decode_shape, floor_flops, model_size
+from harness.bench.machine import matmul_gflops, memory_bandwidth_gbs
 from harness.cli import main
 from harness.common.errors import UserError
 
@@ -97,6 +97,48 @@ def test_generation_bench_on_tiny_model(tiny_model_dir, data_dir, tmp_path):
     assert row["engine_tokens"]["prefix_tokens"] == row["constitution_tokens"]
     for key in ("speedup", "baseline_s", "ours_s", "floor_s"):
         assert report[key] > 0
+    assert report["roofline_floor_s"] == max(row["floor_s"], row["bytes_floor_s"]) > 0
+    assert report["ours_over_roofline"] == pytest.approx(row["ours_s"] / report["roofline_floor_s"])
+    assert report["memory_read_gbs"] > 0 and row["decode_bytes"]["weight_bytes"] > 0
+
+
+def test_memory_bandwidth_is_positive_and_finite():
+    assert 0.05 < memory_bandwidth_gbs(megabytes=64, repeats=2) < 1e4
+
+
+def test_decode_bytes_count_weights_per_step_and_kv_per_row_with_sliding_windows():
+    shape = DecodeShape(weight_bytes=1000, kv_bytes_per_token_per_layer=2, layer_windows=(None, 4))
+    assert shape.kv_bytes(10) == (10 + 4) * 2
+    # two rows, prefix 5 tokens; row A prompt 7, 3 generated (2 decode steps at contexts 8, 9);
+    # row B prompt 6, 1 generated (no decode step); 2 decode steps in all
+    read = decode_bytes(shape, 2, 5, [(7, 3), (6, 1)])
+    own = (shape.kv_bytes(8) - shape.kv_bytes(5)) + (shape.kv_bytes(9) - shape.kv_bytes(5))
+    assert read == {"weight_bytes": 2000, "kv_bytes": 2 * shape.kv_bytes(5) + own, "total_bytes": 2000 + 2 * shape.kv_bytes(5) + own}
+
+
+def test_decode_shape_of_tiny_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    shape = decode_shape(model)
+    cfg = model.config
+    size = model_size(model)
+    assert shape.weight_bytes == 4 * (size.non_embedding_params + size.hidden_size * size.vocab_size)
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    assert shape.kv_bytes_per_token_per_layer == 2 * cfg.num_key_value_heads * head_dim * 4
+    assert shape.layer_windows == (None,) * cfg.num_hidden_layers
+
+
+def test_dedup_bench_small_stream_is_identical_to_rouge_score(data_dir, tmp_path):
+    out = tmp_path / "dedup.json"
+    rc = main(["bench", "dedup", "--n", "800", "--check-prefix", "800", "--data-dir", str(data_dir), "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["decisions_identical"] is True and report["check_prefix"] == 800
+    assert report["kept"] + sum(report["dropped"].values()) == 800
+    assert {"duplicate", "rouge_l_similar"} <= set(report["dropped"])
+    assert 0 < report["pairs_exact"] < report["pairs_all_pairs_equivalent"]
+    assert report["wall_s"] > 0 and report["peak_rss_mb"] > 0
 
 
 def test_unknown_task_set_is_a_user_error(tiny_model_dir, data_dir):

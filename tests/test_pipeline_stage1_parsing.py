@@ -85,8 +85,10 @@ def test_novelty_pool_rejects_near_duplicates_including_within_one_batch():
     pool = NoveltyPool(0.7, ["What is the capital of France?"])
     assert pool.admit("what is the capital of France").reason == "duplicate"
     assert pool.admit("What is the capital city of Spain?").reason == "rouge_l_similar"  # 0.77 > 0.7
+    similar = pool.admit("What is the capital city of Spain?")
+    assert similar.reason == "duplicate" or similar.matched == "What is the capital of France?"
     first = pool.admit("Write a short story about a robot learning to paint.")
-    assert first.reason is None and 0 <= first.rouge_l_max <= 0.7
+    assert first.reason is None and first.rouge_l_max is None and first.matched is None
     # The reference's cross-shard merge missed duplicates inside one shard; one pool does not.
     assert pool.admit("Write a short story about a robot learning to paint!").reason == "duplicate"
     assert pool.admit("Write a short story about a robot who learns to paint.").reason == "rouge_l_similar"
@@ -194,3 +196,15 @@ def test_malformed_seed_questions_and_missing_file(tmp_path):
         load_seed_questions(str(path), None)
     with pytest.raises(UserError, match="stage1.tgrt.seed_questions='nope.jsonl': neither a known data file"):
         load_seed_questions("nope.jsonl", None)
+
+
+def test_keyword_blacklist_pattern_agrees_with_find_word_per_word():
+    from pipeline.config import InstructionFilterConfig
+
+    cfg = InstructionFilterConfig()
+    texts = ["Draw a map of Paris", "Go to the roadmaps page", "an (image) here", "MUSIC theory basics",
+             "Explain fileserver design", "Plot twist: write a story", "Describe the audio-visual era"]
+    for text in texts:
+        expected = any(find_word(w, text) for w in cfg.keyword_blacklist)
+        assert (static_drop_reason("Write about " + text, "", cfg) == "keyword_blacklist") == expected
+        assert (static_drop_reason("Write about this topic", text, cfg) == "keyword_blacklist") == expected

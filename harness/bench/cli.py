@@ -10,7 +10,7 @@ from harness.common.errors import UserError
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="speed benchmarks: fast scoring backend and generation engine vs the stock paths",
+        help="speed benchmarks: scoring backend and generation engine vs the stock paths; stage 1's dedup filter",
         description="Compare selfalign-hf with lm-eval's hf backend (scoring) or the transformers "
         "engine with model.generate (generation), same process, same inputs.",
     )
@@ -46,6 +46,19 @@ def register(subparsers) -> None:
         help="do not stop at the next 'User:' turn as stage 2 does: every row decodes all tokens",
     )
     generation.set_defaults(func=_run_generation)
+
+    dedup = sub.add_parser(
+        "dedup", help="stage 1's ROUGE-L novelty filter on a synthetic candidate stream, checked against rouge-score"
+    )
+    dedup.add_argument("--n", type=int, default=300_000, help="candidates in the stream")
+    dedup.add_argument(
+        "--check-prefix", type=int, default=5_000,
+        help="candidates also judged by the all-pairs rouge-score loop (quadratic; 0 skips it)",
+    )
+    dedup.add_argument("--seed", type=int, default=0, help="stream seed")
+    dedup.add_argument("--data-dir", default=None, help="data directory (default: $SELFALIGN_DATA_DIR)")
+    dedup.add_argument("--json", default=None, help="write the full report here")
+    dedup.set_defaults(func=_run_dedup)
 
 
 def _common(parser: argparse.ArgumentParser, default_limit: int) -> None:
@@ -103,3 +116,18 @@ def _run_generation(args) -> int:
         )
     )
     return 0
+
+
+def _run_dedup(args) -> int:
+    from harness.bench.dedup import DedupBenchConfig, run_dedup_bench
+
+    report = run_dedup_bench(
+        DedupBenchConfig(
+            n=_positive("--n", args.n),
+            check_prefix=max(0, args.check_prefix),
+            seed=args.seed,
+            data_dir=args.data_dir,
+            json=args.json,
+        )
+    )
+    return 0 if report["decisions_identical"] is not False else 1

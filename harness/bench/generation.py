@@ -8,7 +8,9 @@ engine through ``SamplingParams.stop``. Each path runs over all prompts once; ``
 consecutive batches, the engine with its queue (finished rows are replaced at once). Reported:
 wall time, tokens/s (tokens up to and including each completion's end), the ratio, whether every
 output is identical, and the FLOP floor (constitution once, each distinct suffix token once,
-each generated token once; LM head per generated token).
+each generated token once; LM head per generated token) beside the roofline floor: the larger
+of that and the bytes the decode steps must read (all weights per step, plus the KV cache each
+row attends over) over the measured memory read bandwidth.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 
 import torch
 
-from harness.bench.flops import floor_flops, model_size
-from harness.bench.machine import Clock, machine_info, matmul_gflops
+from harness.bench.flops import decode_bytes, decode_shape, floor_flops, model_size
+from harness.bench.machine import Clock, machine_info, matmul_gflops, memory_bandwidth_gbs
 from harness.bench.report import print_table, write_report
 from harness.common.errors import UserError
 
@@ -113,6 +115,7 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
     pretrained = str(resolve_pretrained(cfg.model))
     constitution, prompts = stage2_prompts(cfg.limit, cfg.data_dir)
     gflops = matmul_gflops()
+    bandwidth = memory_bandwidth_gbs()
     model = AutoModelForCausalLM.from_pretrained(
         pretrained, dtype=DTYPES[cfg.dtype], attn_implementation="sdpa"
     ).eval()
@@ -134,6 +137,7 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
     base_s, ours_s = base_clock.wall_s, ours_clock.wall_s
     base_texts, base_counts = cut_completions(base_rows, tokenizer, engine.eos_ids, params)
     gflops = max(gflops, matmul_gflops())
+    bandwidth = max(bandwidth, memory_bandwidth_gbs())
 
     generated = sum(c.completion_tokens for c in completions)
     prompt_tokens = [c.prompt_tokens for c in completions]
@@ -143,6 +147,14 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
     )
     floor = floor_flops(model_size(model), forward_tokens, generated)
     floor_s = floor["total_flops"] / (gflops * 1e9)
+    # Roofline: decoding also cannot be faster than reading what each step needs. Both are
+    # lower bounds on the whole run, so their larger one is too.
+    read = decode_bytes(
+        decode_shape(model), engine.stats["decode_steps"], prefix_tokens,
+        [(c.prompt_tokens, c.completion_tokens) for c in completions],
+    )
+    bytes_s = read["total_bytes"] / (bandwidth * 1e9)
+    roofline_s = max(floor_s, bytes_s)
     row = {
         "prompts": len(prompts),
         "stop": list(params.stop),
@@ -163,6 +175,11 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
         "floor_s": floor_s,
         "floor": floor,
         "ours_over_floor": ours_s / floor_s,
+        "decode_bytes": read,
+        "bytes_floor_s": bytes_s,
+        "roofline_floor_s": roofline_s,
+        "roofline_bound": "memory" if bytes_s > floor_s else "compute",
+        "ours_over_roofline": ours_s / roofline_s,
         "baseline_over_floor": base_s / floor_s,
         "engine_tokens": dict(engine.stats),
         "mean_rows_per_decode_step": engine.stats["decode_tokens"]
@@ -170,7 +187,7 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
     }
     print_table(
         f"generation: engine vs model.generate on {cfg.model}, stage-2 prompts, "
-        f"batch {cfg.batch_size}, {'stop at next turn' if params.stop else 'no stop'} (matmul {gflops:.1f} GFLOP/s, {torch.get_num_threads()} threads)",
+        f"batch {cfg.batch_size}, {'stop at next turn' if params.stop else 'no stop'} (matmul {gflops:.1f} GFLOP/s, read {bandwidth:.1f} GB/s, {torch.get_num_threads()} threads)",
         {"stage2": row},
         [
             ("prompts", "prompts"),
@@ -186,6 +203,9 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
             ("outputs_identical", "identical"),
             ("floor_s", "floor s"),
             ("ours_over_floor", "ours/floor"),
+            ("bytes_floor_s", "bytes floor s"),
+            ("roofline_floor_s", "roofline s"),
+            ("ours_over_roofline", "ours/roofline"),
         ],
     )
     report = {
@@ -194,6 +214,7 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
         "model_path": pretrained,
         "machine": machine_info(),
         "matmul_gflops": gflops,
+        "memory_read_gbs": bandwidth,
         **{
             k: row[k]
             for k in (
@@ -203,6 +224,8 @@ def run_generation_bench(cfg: GenerationBenchConfig) -> dict[str, Any]:
                 "outputs_identical",
                 "floor_s",
                 "ours_over_floor",
+                "roofline_floor_s",
+                "ours_over_roofline",
             )
         },
         "results": {"stage2": row},

@@ -1,4 +1,5 @@
-"""What this machine can do: the fp32 matmul rate that FLOP floors are measured against."""
+"""What this machine can do: the fp32 matmul rate and the memory read bandwidth that floors are
+measured against."""
 
 from __future__ import annotations
 
@@ -31,6 +32,23 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
             product()
             best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
+
+
+def memory_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GB/s of reading a ``megabytes`` fp32 tensor (a sum, all torch threads).
+
+    Reading is what a decode step does with the weights and the KV cache. Best-of for the same
+    reason as the matmul rate: the attainable rate, not one a neighbour's burst disturbed. The
+    tensor is far larger than the caches, so this is DRAM bandwidth.
+    """
+    a = torch.ones(megabytes * 2**20 // 4)
+    a.sum()  # warm-up: page faults, thread pool
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - start)
+    return a.numel() * 4 / best / 1e9
 
 
 def machine_info() -> dict:

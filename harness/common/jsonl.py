@@ -21,18 +21,18 @@ def iter_records(path: str | Path, *, strict: bool = False) -> Iterator[dict[str
     path = Path(path)
     if not path.exists():
         return
+    # Line by line: a stage's JSONL can hold hundreds of thousands of records.
     with path.open(encoding="utf-8") as fh:
-        lines = fh.readlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            is_torn_tail = lineno == len(lines) and not line.endswith("\n")
-            if is_torn_tail and not strict:
-                return
-            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or delete that line") from None
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                # Only the last line can lack its newline: a torn tail.
+                if not line.endswith("\n") and not strict:
+                    return
+                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or delete that line") from None
 
 
 def read_records(path: str | Path, *, strict: bool = False) -> list[dict[str, Any]]:

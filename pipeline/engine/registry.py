@@ -38,9 +38,17 @@ def _vllm(model: str, peft: str | None, dtype: str, batch_size: int, **kwargs) -
     )
 
 
+def _fake(model: str, peft: str | None, dtype: str, batch_size: int, **kwargs) -> GenerationEngine:
+    from pipeline.engine.fake_engine import FakeEngine
+
+    return FakeEngine(model, **kwargs)
+
+
 BACKENDS: dict[str, Callable[..., GenerationEngine]] = {
     "transformers": _transformers,
     "vllm": _vllm,
+    # canned text in each stage's format, instantly: measures the pipeline's own overhead
+    "fake": _fake,
 }
 
 

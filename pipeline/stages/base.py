@@ -8,7 +8,7 @@ resuming, moving stale outputs aside, timing, manifests, and waiting between ran
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -133,14 +133,18 @@ class Stage(Protocol):
         ...
 
 
-def read_kept(path: Path, what: str, fix: str) -> list[dict[str, Any]]:
-    """Records of an upstream JSONL, failing with one line when there are none."""
-    records = [r for r in iter_records(path) if r.get("kept", True)]
+def read_kept(path: Path, what: str, fix: str, fields: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Kept records of an upstream JSONL (only ``fields`` of each, when given: stage-2 records
+    also hold raw outputs), failing with one line when there are none."""
+    records = [
+        r if fields is None else {k: r[k] for k in fields if k in r} for r in iter_records(path) if r.get("kept", True)
+    ]
     if not records:
         raise UserError(f"{path}: no {what}; {fix}")
     return records
 
 
-def write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """Write a derived JSONL in one go, atomically (readers never see a half-written file)."""
+def write_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write a derived JSONL in one go, atomically (readers never see a half-written file);
+    ``records`` may be a generator, so nothing needs to hold them all."""
     write_jsonl_atomic(path, records)

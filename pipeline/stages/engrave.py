@@ -88,8 +88,10 @@ class EngraveStage:
         kept = read_kept(
             ctx.upstream_path("self_align", "records"), "kept self-aligned answers",
             "stage 2 kept none (see its manifest.json drop reasons); answer more prompts (stage2.max_prompts, stage 1 counts)",
+            fields=("id", "instruction", "input", "answer"),
         )
         pairs = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "output": r["answer"], "source": "self_align"} for r in kept]
+        del kept
         if s3.max_examples is not None:
             pairs = pairs[: s3.max_examples]
         n_aligned = len(pairs)

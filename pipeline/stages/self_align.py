@@ -14,6 +14,7 @@ answer or drop reason), ``constitution.txt`` (the rendered prompt) and ``constit
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from pipeline.config import PipelineConfig, SelfAlignConfig
 from pipeline.engine.base import GenerationRequest, SamplingParams
 from pipeline.inputs import fingerprint, load_prompts_file
 from pipeline.manifest import DropCounter
-from pipeline.sharding import generate_sharded, request_seed
+from pipeline.sharding import LazyRequests, generate_sharded, request_seed
 from pipeline.stages.answer_filters import (
     END_OF_TURN,
     SELF_ALIGN_BOUNDARIES,
@@ -134,10 +135,11 @@ class SelfAlignStage:
             const.dump_file(constitution, ctx.stage_dir / "constitution.yaml")
 
         name = constitution.assistant_name
-        requests = [
-            GenerationRequest(p["id"], self_align_prompt(rendered, name, p["instruction"], p.get("input", "")), request_seed(ctx.cfg.seed, f"self_align:{p['id']}"))
-            for p in prompts
-        ]
+        requests = LazyRequests(
+            prompts,
+            lambda p: GenerationRequest(p["id"], self_align_prompt(rendered, name, p["instruction"], p.get("input", "")), request_seed(ctx.cfg.seed, f"self_align:{p['id']}")),
+            [p["id"] for p in prompts],
+        )
         params = SamplingParams(
             max_new_tokens=s2.max_new_tokens, temperature=s2.temperature, top_p=s2.top_p,
             stop=(NEXT_TURN,) if s2.stop_at_next_turn else (), logit_bias=dict(s2.logit_bias),
@@ -148,27 +150,32 @@ class SelfAlignStage:
             on_progress=ctx.progress_callback("stage 2: self-aligned answers"),
         )
         counter = DropCounter()
-        records = []
-        for prompt, out in zip(prompts, outputs, strict=True):
-            verdict = parse_self_align_output(
-                out["text"], out["finish_reason"], assistant_name=name,
-                self_identification=constitution.self_identification, cfg=s2,
-            )
-            counter.drop(verdict.reason) if verdict.reason else counter.keep()
-            records.append({
-                "id": prompt["id"],
-                "instruction": prompt["instruction"],
-                "input": prompt.get("input", ""),
-                "origin": prompt.get("origin", {}),
-                "raw_output": out["text"],
-                "finish_reason": out["finish_reason"],
-                "kept": verdict.reason is None,
-                "answer": verdict.answer,
-                "drop_reason": verdict.reason,
-                "drop_detail": verdict.detail,
-            })
+
+        def judged():
+            for prompt, out in zip(prompts, outputs, strict=True):
+                verdict = parse_self_align_output(
+                    out["text"], out["finish_reason"], assistant_name=name,
+                    self_identification=constitution.self_identification, cfg=s2,
+                )
+                counter.drop(verdict.reason) if verdict.reason else counter.keep()
+                yield {
+                    "id": prompt["id"],
+                    "instruction": prompt["instruction"],
+                    "input": prompt.get("input", ""),
+                    "origin": prompt.get("origin", {}),
+                    "raw_output": out["text"],
+                    "finish_reason": out["finish_reason"],
+                    "kept": verdict.reason is None,
+                    "answer": verdict.answer,
+                    "drop_reason": verdict.reason,
+                    "drop_detail": verdict.detail,
+                }
+
+        # Written as judged, never held as a second list of 360k records.
         if ctx.dist.is_main:
-            write_records(ctx.stage_dir / "records.jsonl", records)
+            write_records(ctx.stage_dir / "records.jsonl", judged())
+        else:
+            deque(judged(), maxlen=0)
         return StageResult(
             outputs={"records": "records.jsonl", "constitution": "constitution.txt", "generations": "generations"},
             primary=["records"],

@@ -41,7 +41,7 @@ class TGRTSelfInstructStage:
     number = 1
     name = "tgrt_self_instruct"
     title = "Topic-Guided Red-Teaming Self-Instruct"
-    version = "1"
+    version = "2"  # 2: rouge_l_max recorded for drops only, with rouge_l_match
 
     def requires(self, cfg: PipelineConfig) -> tuple[str, ...]:
         return ()
@@ -91,9 +91,11 @@ class TGRTSelfInstructStage:
             total.merge(GenerationStats(g["requests"], g["prompt_tokens"], g["completion_tokens"], g["engine_seconds"]))
         generation["total"] = total.as_dict()
 
-        kept, counters = self._filter(ctx.cfg, candidates, seed_tasks, seed_questions)
-        counts = {**counters.pop("all").as_dict(), "by_source": {k: c.as_dict() for k, c in counters.items()}, **counts}
         if ctx.dist.is_main:
+            # The filter runs once, on the merged candidates of all ranks in their fixed order;
+            # other ranks only wait for rank 0's manifest.
+            kept, counters = self._filter(ctx.cfg, candidates, seed_tasks, seed_questions)
+            counts = {**counters.pop("all").as_dict(), "by_source": {k: c.as_dict() for k, c in counters.items()}, **counts}
             write_records(ctx.stage_dir / "candidates.jsonl", candidates)
             write_records(ctx.stage_dir / "topics.jsonl", topics)
             write_records(ctx.stage_dir / "prompts.jsonl", kept)
@@ -240,7 +242,12 @@ class TGRTSelfInstructStage:
     def _filter(self, cfg: PipelineConfig, candidates, seed_tasks, seed_questions):
         """Judge candidates in order; annotate each with kept/drop_reason; return kept prompts."""
         filters = cfg.stage1.filters
-        pool = NoveltyPool(filters.rouge_l_threshold, [t.instruction for t in seed_tasks] + [q.question for q in seed_questions])
+        pool = NoveltyPool(
+            filters.rouge_l_threshold,
+            [t.instruction for t in seed_tasks] + [q.question for q in seed_questions],
+            # token frequencies over the whole run order the index (speed only, not decisions)
+            vocabulary=(c["instruction"] for c in candidates),
+        )
         counters = {"all": DropCounter(), "self_instruct": DropCounter(), "tgrt": DropCounter()}
         caps = {"self_instruct": cfg.stage1.self_instruct.max_instructions, "tgrt": cfg.stage1.tgrt.max_questions}
         seen_topics: set[tuple[str, str]] = set()
@@ -257,7 +264,10 @@ class TGRTSelfInstructStage:
             if reason is None:
                 verdict = pool.admit(cand["instruction"])
                 reason = verdict.reason
+                # Dropped: the exact max ROUGE-L F and the pool instruction reaching it. Kept:
+                # both null (pairs that cannot pass the threshold are never scored).
                 cand["rouge_l_max"] = verdict.rouge_l_max
+                cand["rouge_l_match"] = verdict.matched
             cand["kept"] = reason is None
             cand["drop_reason"] = reason
             for name in ("all", source):

@@ -13,17 +13,18 @@ Outputs: ``records.jsonl`` (one per prompt: raw output, kept, answer or drop rea
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.common.errors import UserError
-from harness.common.jsonl import read_records
+from harness.common.jsonl import iter_records
 from harness.prompts import META_PROMPTS, dromedary_prompt
 from pipeline.config import PipelineConfig, VerboseCloneConfig
 from pipeline.engine.base import GenerationRequest, SamplingParams
 from pipeline.inputs import fingerprint, read_input_text
 from pipeline.manifest import DropCounter
-from pipeline.sharding import generate_sharded, request_seed
+from pipeline.sharding import LazyRequests, generate_sharded, request_seed
 from pipeline.stages.answer_filters import (
     END_OF_TURN,
     VERBOSE_BOUNDARIES,
@@ -110,10 +111,11 @@ class VerboseCloneStage:
         if s4.max_prompts is not None:
             prompts = prompts[: s4.max_prompts]
         meta = read_input_text(s4.prompt, ctx.data_dir, "stage4.prompt").strip()
-        requests = [
-            GenerationRequest(p["id"], verbose_prompt(meta, p["instruction"], p.get("input", "")), request_seed(ctx.cfg.seed, f"verbose:{p['id']}"))
-            for p in prompts
-        ]
+        requests = LazyRequests(
+            prompts,
+            lambda p: GenerationRequest(p["id"], verbose_prompt(meta, p["instruction"], p.get("input", "")), request_seed(ctx.cfg.seed, f"verbose:{p['id']}")),
+            [p["id"] for p in prompts],
+        )
         params = SamplingParams(
             max_new_tokens=s4.max_new_tokens, temperature=s4.temperature, top_p=s4.top_p,
             stop=(TURN_MARKER,) if s4.stop_at_next_turn else (),
@@ -126,28 +128,34 @@ class VerboseCloneStage:
         )
         ctx.release_engines()  # free the engraved model before training
         counter = DropCounter()
-        records, kept = [], []
-        for prompt, out in zip(prompts, outputs, strict=True):
-            v = parse_verbose_output(out["text"], out["finish_reason"], instruction=prompt["instruction"], input_text=prompt.get("input", ""), cfg=s4)
-            counter.drop(v.reason) if v.reason else counter.keep()
-            rec = {
-                "id": prompt["id"], "instruction": prompt["instruction"], "input": prompt.get("input", ""),
-                "origin": prompt.get("origin", {}), "raw_output": out["text"], "finish_reason": out["finish_reason"],
-                "kept": v.reason is None, "answer": v.answer, "drop_reason": v.reason, "drop_detail": v.detail,
-            }
-            records.append(rec)
-            if v.reason is None:
-                kept.append({"id": rec["id"], "instruction": rec["instruction"], "input": rec["input"], "output": v.answer})
+        kept: list[dict[str, Any]] = []
+
+        def judged():
+            for prompt, out in zip(prompts, outputs, strict=True):
+                v = parse_verbose_output(out["text"], out["finish_reason"], instruction=prompt["instruction"], input_text=prompt.get("input", ""), cfg=s4)
+                counter.drop(v.reason) if v.reason else counter.keep()
+                rec = {
+                    "id": prompt["id"], "instruction": prompt["instruction"], "input": prompt.get("input", ""),
+                    "origin": prompt.get("origin", {}), "raw_output": out["text"], "finish_reason": out["finish_reason"],
+                    "kept": v.reason is None, "answer": v.answer, "drop_reason": v.reason, "drop_detail": v.detail,
+                }
+                if v.reason is None:
+                    kept.append({"id": rec["id"], "instruction": rec["instruction"], "input": rec["input"], "output": v.answer})
+                yield rec
+
+        # Written as judged, never held as a list of every record (each holds its raw output).
         if ctx.dist.is_main:
-            write_records(ctx.stage_dir / "records.jsonl", records)
+            write_records(ctx.stage_dir / "records.jsonl", judged())
+        else:
+            deque(judged(), maxlen=0)
         if not kept:
             raise UserError(
-                f"{ctx.stage_dir / 'records.jsonl'}: all {len(records)} verbose answers were dropped "
+                f"{ctx.stage_dir / 'records.jsonl'}: all {counter.produced} verbose answers were dropped "
                 f"({_reasons(counter)}); nothing to train on; answer more prompts (stage4.max_prompts, stage 2 counts)"
             )
         examples = training_examples(kept, meta_prompt_texts(s4.meta_prompts, ctx.data_dir, "stage4.meta_prompts"))
         if ctx.dist.is_main:
-            write_records(ctx.stage_dir / "train.jsonl", [{"id": ex.id, "prompt": ex.prompt, "answer": ex.answer} for ex in examples])
+            write_records(ctx.stage_dir / "train.jsonl", ({"id": ex.id, "prompt": ex.prompt, "answer": ex.answer} for ex in examples))
         if ctx.generate_only:
             return None
         result, summary = train_stage_adapter(ctx, s4.train, examples)
@@ -166,7 +174,11 @@ def _reasons(counter: DropCounter) -> str:
 
 def read_kept_all(ctx: StageContext) -> list[dict[str, Any]]:
     path = ctx.upstream_path("self_align", "records")
-    records = read_records(path)
-    if not records:
+    # Streamed, keeping only the prompt fields (the records also hold every raw output).
+    prompts = [
+        {"id": r["id"], "instruction": r["instruction"], "input": r.get("input", ""), "origin": r.get("origin", {})}
+        for r in iter_records(path)
+    ]
+    if not prompts:
         raise UserError(f"{path}: no stage-2 records; rerun stage 2")
-    return [{"id": r["id"], "instruction": r["instruction"], "input": r.get("input", ""), "origin": r.get("origin", {})} for r in records]
+    return prompts
