@@ -3,6 +3,7 @@ loss, a few real LoRA updates, resume, caching, and loading the adapter with pef
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -348,3 +349,15 @@ def test_module_entry_point_reports_bad_input_in_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: {data}[1]: field 'answer' must be a string; every record needs 'prompt' and 'answer'"]
     proc = subprocess.run(cmd + ["max_lenght=5"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "did you mean 'max_length'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_lr_horizon_is_the_run_and_the_reference_defect_option_is_gone():
+    # Issue 11 item 6: finetune.py passes total_num_steps = steps x num_processes to DeepSpeed, but
+    # accelerate (>= 0.19, accelerator.py _prepare_deepspeed) divides it by num_processes, so the
+    # reference's lr also reaches zero at its last step: there is no defect to reproduce.
+    assert "reproduce_reference_lr_horizon" not in {f.name for f in dataclasses.fields(LoraTrainConfig)}
+    with pytest.raises(UserError, match="reproduce_reference_lr_horizon"):
+        load_config(LoraTrainConfig, None, ["reproduce_reference_lr_horizon=true"])
+    total = 335
+    assert lr_multiplier(total, warmup_steps=100, total_steps=total) == 0.0
+    assert 0 < lr_multiplier(total - 1, warmup_steps=100, total_steps=total) < 0.01

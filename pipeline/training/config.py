@@ -65,11 +65,6 @@ class LoraTrainConfig:
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints (reference: 50)
     keep_checkpoints: int = 2
 
-    # Reference defect, off by default: finetune.py passes total_num_steps = steps x world size
-    # to DeepSpeed's WarmupDecayLR, which DeepSpeed steps once per optimizer step, so on its 48
-    # GPUs the "linear decay" ended at ~98% of the peak lr instead of 0. True reproduces that.
-    reproduce_reference_lr_horizon: bool = False
-
     def __post_init__(self) -> None:
         # YAML 1.1 reads "4e-4" (no dot) as a string; accept it as the number it means.
         for name in ("lr", "lora_dropout", "weight_decay", "max_grad_norm"):

@@ -155,8 +155,10 @@ def train_lora(
         seed=cfg.seed,
     )
     total_steps = min(planner.total_steps, cfg.max_steps or planner.total_steps)
-    # The decay horizon: the steps this run takes (x world size to reproduce the reference defect).
-    horizon = total_steps * (world_size if cfg.reproduce_reference_lr_horizon else 1)
+    # The decay horizon is the steps this run takes. (The reference's finetune.py passes
+    # total_num_steps = steps x num_processes to DeepSpeed, but accelerate >= 0.19 divides it by
+    # num_processes, so its learning rate also reaches zero at the last step.)
+    horizon = total_steps
 
     resume = _resumable_checkpoint(output_dir, identity)
     # Same seed on every process: the fresh LoRA init is then identical everywhere (DDP also
