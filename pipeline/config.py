@@ -176,6 +176,14 @@ class VerboseCloneConfig:
     max_new_tokens: int = 512
     temperature: float = 0.3
     top_p: float = 0.7
+    # The reference's n-gram frequency penalties (verbose_response_generate_65b_dromedary_non_verbose.sh:
+    # tri-token 1.0, quad-token 2.0; the paper does not mention them): a candidate's logit drops
+    # by penalty x how often it already followed the last 2 (3) generated tokens. Only word-initial
+    # pieces with an id above frequency_penalty_min_id are penalised (the reference's rule for
+    # LLaMA, whose ids <= 1024 are bytes and the commonest words). Set both to 0.0 to turn off.
+    tritoken_frequency_penalty: float = 1.0
+    quadtoken_frequency_penalty: float = 2.0
+    frequency_penalty_min_id: int = 1024
     stop_at_next_turn: bool = True
     min_chars: int = 128
     # answers to these (substring of the prompt) are replaced by a fixed answer (reference: Zhiqing)

@@ -22,6 +22,16 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     # Added to the logits of these token strings' ids (the reference biases "Sorry" by -100).
     logit_bias: dict[str, float] = field(default_factory=dict)
+    # The reference's additive n-gram frequency penalties (llama_dromedary/generation.py): the
+    # logit of a candidate drops by penalty x how often it already followed the last n-1
+    # generated tokens. Only word-initial pieces with an id above frequency_penalty_min_id are
+    # penalised unless frequency_penalty_starts_only is off (pipeline/engine/ngram_penalty.py).
+    unitoken_frequency_penalty: float = 0.0
+    bitoken_frequency_penalty: float = 0.0
+    tritoken_frequency_penalty: float = 0.0
+    quadtoken_frequency_penalty: float = 0.0
+    frequency_penalty_starts_only: bool = True
+    frequency_penalty_min_id: int = 1024
 
     @property
     def greedy(self) -> bool:

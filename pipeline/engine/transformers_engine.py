@@ -35,6 +35,12 @@ from harness.backends.kv_prefix import (
 from harness.backends.onednn_linears import PackedLinears
 from harness.backends.slot_cache import SlotCache
 from pipeline.engine.base import Completion, GenerationRequest, SamplingParams
+from pipeline.engine.ngram_penalty import (
+    NGramCounts,
+    NGramPenalties,
+    apply_ngram_penalties,
+    word_initial_ids,
+)
 from pipeline.engine.sampling import bias_token_ids, choose_next_tokens, row_generator
 
 if TYPE_CHECKING:
@@ -54,6 +60,7 @@ class _Row:
     generator: torch.Generator | None
     suffix: list[int]  # the prompt tokens after the shared prefix
     new_ids: list[int] = field(default_factory=list)
+    ngrams: NGramCounts | None = None  # the n-gram frequency penalties' counts, when active
     text: str = ""
     finish_reason: str = "length"
 
@@ -129,6 +136,7 @@ class TransformersEngine:
         self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
         self._prefix_ids: tuple[int, ...] = ()
         self._prefix_cache = None
+        self._word_initial: dict[int, frozenset[int]] = {}  # by min token id
         # Counters the benchmark reads: how many tokens went through the model.
         self.stats = {
             "prefix_tokens": 0,
@@ -196,6 +204,8 @@ class TransformersEngine:
         # mid-token); the caller's ``shared_prefix`` only lowers the bar for using it.
         prefix_len = self._prefix_length(encoded, bool(shared_prefix))
         bias = self._bias_vector(params)
+        penalties = NGramPenalties.from_sampling(params)
+        eligible = self._eligible(penalties)
         # Longest prompts first, so rows admitted together need little padding.
         queue = deque(
             _Row(
@@ -203,6 +213,7 @@ class TransformersEngine:
                 prompt_tokens=len(encoded[i]),
                 generator=None if params.greedy else row_generator(requests[i].seed),
                 suffix=encoded[i][prefix_len:],
+                ngrams=NGramCounts(penalties, eligible) if penalties.active else None,
             )
             for i in sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
         )
@@ -271,6 +282,14 @@ class TransformersEngine:
             if token_id < vocab:
                 bias[token_id] += value
         return bias
+
+    def _eligible(self, penalties: NGramPenalties) -> frozenset[int] | None:
+        """The candidates the n-gram penalties may touch (None = all); computed once per vocabulary."""
+        if not penalties.active or not penalties.starts_only:
+            return None
+        if penalties.min_token_id not in self._word_initial:
+            self._word_initial[penalties.min_token_id] = word_initial_ids(self.tokenizer, penalties.min_token_id)
+        return self._word_initial[penalties.min_token_id]
 
     def _forward(self, input_ids, positions, query_valid, cache, padding_mask=None):
         """Logits of each row's last token.
@@ -366,10 +385,13 @@ class TransformersEngine:
     def _choose(self, rows: list[_Row], logits, params, bias, complete) -> list[int]:
         """Append each row's next token; complete the rows that end: the indices of the rest."""
         generators = [row.generator for row in rows]
-        next_ids = choose_next_tokens(logits.cpu(), params, generators, bias).tolist()
+        logits = apply_ngram_penalties(logits.cpu(), [r.ngrams for r in rows], [r.new_ids for r in rows])
+        next_ids = choose_next_tokens(logits, params, generators, bias).tolist()
         keep: list[int] = []
         for i, (row, token) in enumerate(zip(rows, next_ids, strict=True)):
             row.new_ids.append(int(token))
+            if row.ngrams is not None:
+                row.ngrams.add(row.new_ids)
             if self._finished(row, params):
                 complete(row)
             else:

@@ -117,6 +117,9 @@ class VerboseCloneStage:
         params = SamplingParams(
             max_new_tokens=s4.max_new_tokens, temperature=s4.temperature, top_p=s4.top_p,
             stop=(TURN_MARKER,) if s4.stop_at_next_turn else (),
+            tritoken_frequency_penalty=s4.tritoken_frequency_penalty,
+            quadtoken_frequency_penalty=s4.quadtoken_frequency_penalty,
+            frequency_penalty_min_id=s4.frequency_penalty_min_id,
         )
         adapter = ctx.upstream_path("engrave", "adapter")
         outputs, stats = generate_sharded(
