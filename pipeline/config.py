@@ -108,6 +108,11 @@ class TGRTConfig:
     question_top_p: float = 0.95
     max_questions: int | None = None  # cap on kept TGRT prompts (first in id order)
     suppress_eos: bool = True
+    # The reference keeps the first question per (topic, question type) and nothing else
+    # (merge_tgrt_question.py): the Self-Instruct word bounds, keyword blacklist and ROUGE-L
+    # novelty filter (stage1.filters) never see TGRT questions. True also runs them on TGRT
+    # questions (this pipeline's behaviour before issue 11).
+    self_instruct_filters: bool = False
 
 
 @dataclass

@@ -2,10 +2,11 @@
 
 Self-Instruct: the base model continues the Self-Instruct prompt after 5 sampled seed tasks.
 TGRT: topics are brainstormed per question type over rounds, then the model writes questions
-for (type, topic) hints. Every parsed instruction then passes the same filters in a fixed
-order (Self-Instruct first, then TGRT, each by id): parse failures, length and keyword rules,
-one question per (type, topic), and ROUGE-L novelty against everything kept so far, seeds
-included.
+for (type, topic) hints. Parsed instructions are judged in a fixed order (Self-Instruct first,
+then TGRT, each by id): parse failures, length and keyword rules, one question per (type,
+topic), and ROUGE-L novelty against everything kept so far, seeds included. As in the
+reference, TGRT questions skip the length, keyword and ROUGE-L rules unless
+``stage1.tgrt.self_instruct_filters`` is set.
 
 Outputs: ``prompts.jsonl`` (kept prompts: id, instruction, input, origin), ``candidates.jsonl``
 (every parsed instruction with its verdict), ``topics.jsonl`` (the final TGRT topic pool) and
@@ -247,14 +248,18 @@ class TGRTSelfInstructStage:
         kept = []
         for cand in candidates:
             source = cand["origin"]["source"]
-            reason = cand.pop("parse_error") or static_drop_reason(cand["instruction"], cand["input"], filters)
+            # The reference judges TGRT questions by (type, topic) only (stage1.tgrt.self_instruct_filters).
+            instruction_filters = source != "tgrt" or cfg.stage1.tgrt.self_instruct_filters
+            reason = cand.pop("parse_error")
+            if reason is None and instruction_filters:
+                reason = static_drop_reason(cand["instruction"], cand["input"], filters)
             if reason is None and source == "tgrt":
                 key = (cand["origin"]["question_type"], cand["origin"]["topic"])
                 # One question per (type, topic), as the reference's merge_tgrt_question.py.
                 reason = "duplicate_topic" if key in seen_topics else None
             if reason is None and caps[source] is not None and counters[source].kept >= caps[source]:
                 reason = "over_max_count"
-            if reason is None:
+            if reason is None and instruction_filters:
                 verdict = pool.admit(cand["instruction"])
                 reason = verdict.reason
                 cand["rouge_l_max"] = verdict.rouge_l_max
