@@ -107,8 +107,10 @@ def _metadata(cfg: EvalConfig, args: dict[str, Any]) -> dict[str, Any]:
     elif cfg.apply_chat_template:
         # A chat baseline gets its own template, not a Dromedary prompt nested inside it.
         meta["meta_prompt"] = "none"
-    tokenizer = args.get("tokenizer") or args.get("pretrained")
-    if cfg.model in LOCAL_BACKENDS and tokenizer:
+    # HHH truncates by the evaluated model's tokens: a local backend's own tokenizer, or the
+    # tokenizer=... that API backends take (without one, the results say truncation did not run).
+    tokenizer = args.get("tokenizer") or (args.get("pretrained") if cfg.model in LOCAL_BACKENDS else None)
+    if tokenizer:
         meta["tokenizer"] = str(tokenizer)
     return meta
 
