@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import pipeline.engine.transformers_engine as transformers_engine
+from harness.common.ngram_penalty import NGramCounts, NGramPenalties, word_initial_ids, word_marker
 from pipeline.engine.base import GenerationRequest, SamplingParams
-from pipeline.engine.ngram_penalty import NGramCounts, NGramPenalties, word_initial_ids, word_marker
 from pipeline.engine.registry import make_engine
 
 PROMPTS = [
@@ -120,7 +120,7 @@ def test_penalised_logits_equal_the_reference_rule_step_by_step(penalties, tiny_
 
 def test_greedy_with_penalties_does_not_depend_on_batch_composition(tiny_model_dir):
     requests = [GenerationRequest(f"p{i}", p) for i, p in enumerate(PROMPTS)]
-    params = _params((0.3, 0.0, 1.0, 2.0), max_new_tokens=24)
+    params = _params((0.3, 0.0, 1.0, 2.0), max_new_tokens=32)
     engine = make_engine("transformers", str(tiny_model_dir), batch_size=1, progress=False)
     one_by_one = [c.text for c in engine.generate(requests, params)]
     engine.batch_size = 3  # rows join and leave a running batch
@@ -150,3 +150,33 @@ def test_word_initial_pieces_per_tokenizer_family(tiny_model_dir):
     engine = make_engine("transformers", str(tiny_model_dir), batch_size=1, progress=False)
     ids = word_initial_ids(engine.tokenizer, MIN_ID)
     assert ids == {i for i in reference_starting_pieces(engine.tokenizer, "Ġ") if i > MIN_ID} and ids
+
+
+def test_selfalign_hf_generation_applies_the_same_penalties(tiny_model_dir):
+    """The HF LogitsProcessor (selfalign-hf's generate_until, the Vicuna reference_demo preset)
+    chooses what the engine chooses, which the test above ties to the reference's rule."""
+    from transformers import LogitsProcessorList
+
+    from harness.common.ngram_penalty import hf_logits_processor
+
+    engine = make_engine("transformers", str(tiny_model_dir), batch_size=2, progress=False)
+    params = _params((0.3, 0.0, 1.0, 2.0), max_new_tokens=32)
+    requests = [GenerationRequest(f"p{i}", p) for i, p in enumerate(PROMPTS)]
+    ours = [c.text for c in engine.generate(requests, params)]
+    tokenizer = engine.tokenizer
+    tokenizer.padding_side = "left"
+    batch = tokenizer([r.prompt for r in requests], return_tensors="pt", padding=True)
+    width = batch["input_ids"].shape[1]
+    processor = hf_logits_processor(NGramPenalties.from_sampling(params), tokenizer, width)
+    with torch.no_grad():
+        out = engine.model.generate(
+            **batch, max_new_tokens=32, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([processor]),
+        )  # fmt: skip
+    texts = []
+    for row in out[:, width:].tolist():
+        ids = row[: next((i for i, t in enumerate(row) if t in engine.eos_ids), len(row))]
+        texts.append(tokenizer.decode(ids, skip_special_tokens=True))
+    assert texts == ours
+    plain = [c.text for c in engine.generate(requests, SamplingParams(max_new_tokens=32))]
+    assert plain != ours

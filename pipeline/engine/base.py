@@ -25,7 +25,7 @@ class SamplingParams:
     # The reference's additive n-gram frequency penalties (llama_dromedary/generation.py): the
     # logit of a candidate drops by penalty x how often it already followed the last n-1
     # generated tokens. Only word-initial pieces with an id above frequency_penalty_min_id are
-    # penalised unless frequency_penalty_starts_only is off (pipeline/engine/ngram_penalty.py).
+    # penalised unless frequency_penalty_starts_only is off (harness/common/ngram_penalty.py).
     unitoken_frequency_penalty: float = 0.0
     bitoken_frequency_penalty: float = 0.0
     tritoken_frequency_penalty: float = 0.0

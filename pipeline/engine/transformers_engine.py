@@ -34,13 +34,13 @@ from harness.backends.kv_prefix import (
 )
 from harness.backends.onednn_linears import PackedLinears
 from harness.backends.slot_cache import SlotCache
-from pipeline.engine.base import Completion, GenerationRequest, SamplingParams
-from pipeline.engine.ngram_penalty import (
+from harness.common.ngram_penalty import (
     NGramCounts,
     NGramPenalties,
     apply_ngram_penalties,
     word_initial_ids,
 )
+from pipeline.engine.base import Completion, GenerationRequest, SamplingParams
 from pipeline.engine.sampling import bias_token_ids, choose_next_tokens, row_generator
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import dataclasses
 from collections.abc import Sequence
 
 from harness.common.errors import UserError
+from harness.common.ngram_penalty import NGramCounts, NGramPenalties, word_initial_ids
 from pipeline.engine.base import Completion, GenerationRequest, SamplingParams
-from pipeline.engine.ngram_penalty import NGramCounts, NGramPenalties, word_initial_ids
 from pipeline.engine.sampling import bias_token_ids
 
 # The key of SamplingParams.extra_args that carries a request's n-gram penalties.

@@ -1,5 +1,7 @@
 """The reference's n-gram frequency penalties (IBM/Dromedary 39a2b1c, llama_dromedary/generation.py).
 
+Shared by the pipeline's engines (stage 4) and the ``selfalign-hf`` backend (Vicuna-80 presets).
+
 Stage 4 of the reference decodes with a tri-token penalty of 1.0 and a quad-token penalty of 2.0
 (``verbose_response_generate_65b_dromedary_non_verbose.sh``); its Vicuna demo uses a uni-token
 penalty of 0.3 (``run_chatbot_demo.py``). The rule, read from ``generate()`` lines 129-188:
@@ -29,6 +31,16 @@ import torch
 
 WORD_MARKERS = ("▁", "Ġ")  # SentencePiece, byte-level BPE
 
+# NGramPenalties field -> the generation kwarg / SamplingParams field that sets it (the reference's names).
+NGRAM_GEN_KWARGS = {
+    "unitoken": "unitoken_frequency_penalty",
+    "bitoken": "bitoken_frequency_penalty",
+    "tritoken": "tritoken_frequency_penalty",
+    "quadtoken": "quadtoken_frequency_penalty",
+    "starts_only": "frequency_penalty_starts_only",
+    "min_token_id": "frequency_penalty_min_id",
+}
+
 
 @dataclass(frozen=True)
 class NGramPenalties:
@@ -44,14 +56,17 @@ class NGramPenalties:
     @classmethod
     def from_sampling(cls, params) -> NGramPenalties:
         """The penalties of a ``SamplingParams``."""
-        return cls(
-            unitoken=params.unitoken_frequency_penalty,
-            bitoken=params.bitoken_frequency_penalty,
-            tritoken=params.tritoken_frequency_penalty,
-            quadtoken=params.quadtoken_frequency_penalty,
-            starts_only=params.frequency_penalty_starts_only,
-            min_token_id=params.frequency_penalty_min_id,
-        )
+        return cls(**{field: getattr(params, name) for field, name in NGRAM_GEN_KWARGS.items()})
+
+    def __post_init__(self) -> None:
+        # Values from lm-eval's --gen_kwargs arrive as strings or ints; normalize the types.
+        for name in ("unitoken", "bitoken", "tritoken", "quadtoken"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        starts_only = self.starts_only
+        if isinstance(starts_only, str):
+            starts_only = starts_only.strip().lower() in ("1", "true", "yes", "on")
+        object.__setattr__(self, "starts_only", bool(starts_only))
+        object.__setattr__(self, "min_token_id", int(self.min_token_id))
 
     @property
     def by_history(self) -> tuple[tuple[int, float], ...]:
@@ -140,3 +155,28 @@ def apply_ngram_penalties(
     index = (torch.tensor(rows, device=logits.device), torch.tensor(tokens, device=logits.device))
     logits.index_put_(index, -torch.tensor(amounts, dtype=logits.dtype, device=logits.device), accumulate=True)
     return logits
+
+
+def hf_logits_processor(penalties: NGramPenalties, tokenizer, prompt_length: int):
+    """The penalties as a ``transformers`` LogitsProcessor for ``model.generate``.
+
+    ``generate`` calls it once per step with every row's whole sequence; the rows' prompts
+    (left-padded) take the first ``prompt_length`` positions, so what follows is generated."""
+    from transformers import LogitsProcessor
+
+    eligible = word_initial_ids(tokenizer, penalties.min_token_id) if penalties.starts_only else None
+
+    class _NGramPenaltyProcessor(LogitsProcessor):
+        def __init__(self) -> None:
+            self.counts: list[NGramCounts] = []
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            generated = input_ids[:, prompt_length:].tolist()
+            if not self.counts:
+                self.counts = [NGramCounts(penalties, eligible) for _ in generated]
+            elif generated and generated[0]:
+                for row_counts, row in zip(self.counts, generated, strict=True):
+                    row_counts.add(row)  # the token sampled at the previous step
+            return apply_ngram_penalties(scores, self.counts, generated)
+
+    return _NGramPenaltyProcessor()
