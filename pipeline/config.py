@@ -147,7 +147,10 @@ class SelfAlignConfig:
     top_p: float = 0.95  # the released script; the paper's table says 0.9
     logit_bias: dict[str, float] = field(default_factory=lambda: {"Sorry": -100.0})  # script, not paper
     # Stop at the next "\n\nUser:" instead of sampling the full 256 tokens and cutting there
-    # afterwards (the reference); the kept answers are the same, the compute is not.
+    # afterwards (the reference). The stop string is put back before the repetition cut and the
+    # turn rule, so the kept answers are the reference's (tested on its edge cases), except for
+    # an output that ends its turn before any answer: dropped here, while the reference could
+    # take the answer of a later turn the model invented. False reproduces that too.
     stop_at_next_turn: bool = True
     rename_to: str = "Dromedary"  # the assistant's name in kept answers
     blacklist: list[str] = field(default_factory=lambda: list(SELF_ALIGN_BLACKLIST))

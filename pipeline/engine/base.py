@@ -52,6 +52,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (a stop string or EOS) or "length"
+    stop_string: str | None = None  # the stop string that ended it (None: EOS or length)
 
 
 @runtime_checkable

@@ -63,6 +63,7 @@ class _Row:
     ngrams: NGramCounts | None = None  # the n-gram frequency penalties' counts, when active
     text: str = ""
     finish_reason: str = "length"
+    stop_string: str | None = None
 
 
 @dataclass
@@ -234,6 +235,7 @@ class TransformersEngine:
                     prompt_tokens=row.prompt_tokens,
                     completion_tokens=len(row.new_ids),
                     finish_reason=row.finish_reason,
+                    stop_string=row.stop_string,
                 )
                 progress.advance(task)
 
@@ -403,14 +405,14 @@ class TransformersEngine:
         end = completion_end(row.new_ids, self.tokenizer, self.eos_ids, params)
         if end is None:
             return False
-        row.text, row.finish_reason = end
+        row.text, row.finish_reason, row.stop_string = end
         return True
 
 
 def completion_end(
     new_ids: list[int], tokenizer, eos_ids: set[int], params: SamplingParams
-) -> tuple[str, str] | None:
-    """``(text, finish_reason)`` if a completion ends at its last token, else None.
+) -> tuple[str, str, str | None] | None:
+    """``(text, finish_reason, stop string)`` if a completion ends at its last token, else None.
 
     It ends at an EOS token (excluded from the text), at the first token after which the text
     contains a stop string (the text is cut before it), or at ``max_new_tokens``.
@@ -420,13 +422,14 @@ def completion_end(
         return tokenizer.decode(ids, skip_special_tokens=True)
 
     if new_ids[-1] in eos_ids:
-        return decode(new_ids[:-1]), "stop"
+        return decode(new_ids[:-1]), "stop", None
     text = None
     if params.stop:
         text = decode(new_ids)
-        cut = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
-        if cut >= 0:
-            return text[:cut], "stop"
+        found = [(i, s) for s in params.stop if s for i in (text.find(s),) if i >= 0]
+        if found:
+            cut, stop = min(found)
+            return text[:cut], "stop", stop
     if len(new_ids) >= params.max_new_tokens:
-        return (text if text is not None else decode(new_ids)), "length"
+        return (text if text is not None else decode(new_ids)), "length", None
     return None

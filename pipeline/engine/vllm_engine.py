@@ -130,6 +130,8 @@ class VLLMEngine:
                     prompt_tokens=len(output.prompt_token_ids or []),
                     completion_tokens=len(choice.token_ids),
                     finish_reason="length" if choice.finish_reason == "length" else "stop",
+                    # vLLM's stop_reason: the matched stop string, a stop token id, or None (EOS)
+                    stop_string=choice.stop_reason if isinstance(getattr(choice, "stop_reason", None), str) else None,
                 )
             )
         return completions
