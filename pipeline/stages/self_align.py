@@ -109,7 +109,7 @@ class SelfAlignStage:
     number = 2
     name = "self_align"
     title = "Principle-Driven Self-Alignment"
-    version = "1"
+    version = "2"  # 2: the stop string is put back before the turn rule (issue 11)
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         return {
