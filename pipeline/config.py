@@ -205,9 +205,27 @@ class VerboseCloneConfig:
     train: LoraTrainConfig = field(default_factory=lambda: LoraTrainConfig(max_length=768))
 
 
+# The reference scripts' (max_seq_len, max_shared_seq_len) per generation step, for
+# generation_budgets: reference (the *_65b_*.sh scripts of IBM/Dromedary 39a2b1c).
+REFERENCE_SEQ_LENS = {
+    "self_instruct": (1024, 512),  # vanilla_self_instruct_65b_base.sh (its generate_max_len: 1024)
+    "tgrt_topics": (128, 256),  # tgrt_topic_generate_65b_base.sh
+    "tgrt_questions": (512, 256),  # tgrt_question_generate_65b_base.sh
+    "self_align": (256, 1792),  # self_align_generate_65b_base.sh
+    "verbose_clone": (512, 640),  # verbose_response_generate_65b_dromedary_non_verbose.sh
+}
+GENERATION_BUDGETS = ("paper", "reference")
+
+
 @dataclass
 class PipelineConfig:
     seed: int = 42
+    # "paper" (default): every request may generate its stage's max_new_tokens, the paper's flat
+    # figures. "reference": the released generator's effective budgets, where max_seq_len also
+    # counts the prompt's tokens after the shared prefix: min(max_new_tokens, max_seq_len - those
+    # tokens) per request (REFERENCE_SEQ_LENS), e.g. stage 2 ~ 256 - (question + ~9) tokens.
+    # For Self-Instruct also set stage1.self_instruct.max_new_tokens=1024 (the script's).
+    generation_budgets: str = "paper"
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     constitution: ConstitutionConfig = field(default_factory=ConstitutionConfig)

@@ -40,7 +40,7 @@ from harness.common.ngram_penalty import (
     apply_ngram_penalties,
     word_initial_ids,
 )
-from pipeline.engine.base import Completion, GenerationRequest, SamplingParams
+from pipeline.engine.base import Completion, GenerationRequest, SamplingParams, request_budgets
 from pipeline.engine.sampling import bias_token_ids, choose_next_tokens, row_generator
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class _Row:
     prompt_tokens: int
     generator: torch.Generator | None
     suffix: list[int]  # the prompt tokens after the shared prefix
+    budget: int = 0  # new tokens allowed (params.max_new_tokens unless reference budgets)
     new_ids: list[int] = field(default_factory=list)
     ngrams: NGramCounts | None = None  # the n-gram frequency penalties' counts, when active
     text: str = ""
@@ -205,6 +206,7 @@ class TransformersEngine:
         # mid-token); the caller's ``shared_prefix`` only lowers the bar for using it.
         prefix_len = self._prefix_length(encoded, bool(shared_prefix))
         bias = self._bias_vector(params)
+        budgets = request_budgets(params, [len(e) for e in encoded], self._budget_prefix(encoded, shared_prefix))
         penalties = NGramPenalties.from_sampling(params)
         eligible = self._eligible(penalties)
         # Longest prompts first, so rows admitted together need little padding.
@@ -214,6 +216,7 @@ class TransformersEngine:
                 prompt_tokens=len(encoded[i]),
                 generator=None if params.greedy else row_generator(requests[i].seed),
                 suffix=encoded[i][prefix_len:],
+                budget=budgets[i],
                 ngrams=NGramCounts(penalties, eligible) if penalties.active else None,
             )
             for i in sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
@@ -284,6 +287,13 @@ class TransformersEngine:
             if token_id < vocab:
                 bias[token_id] += value
         return bias
+
+    def _budget_prefix(self, encoded: list[list[int]], shared_prefix: str) -> int:
+        """Tokens shared by the prompts, as the reference counts them for its budget: the
+        caller's shared prefix, else the call's common token prefix (up to 2 before the end)."""
+        if shared_prefix:
+            return len(self.tokenizer(shared_prefix, add_special_tokens=self.add_special_tokens)["input_ids"])
+        return max(0, min(common_prefix_length(encoded), min(len(e) for e in encoded) - 2))
 
     def _eligible(self, penalties: NGramPenalties) -> frozenset[int] | None:
         """The candidates the n-gram penalties may touch (None = all); computed once per vocabulary."""
@@ -402,7 +412,7 @@ class TransformersEngine:
 
     def _finished(self, row: _Row, params: SamplingParams) -> bool:
         """Record the row's text and finish reason when its last token ends it."""
-        end = completion_end(row.new_ids, self.tokenizer, self.eos_ids, params)
+        end = completion_end(row.new_ids, self.tokenizer, self.eos_ids, params, row.budget or None)
         if end is None:
             return False
         row.text, row.finish_reason, row.stop_string = end
@@ -410,7 +420,7 @@ class TransformersEngine:
 
 
 def completion_end(
-    new_ids: list[int], tokenizer, eos_ids: set[int], params: SamplingParams
+    new_ids: list[int], tokenizer, eos_ids: set[int], params: SamplingParams, max_new_tokens: int | None = None
 ) -> tuple[str, str, str | None] | None:
     """``(text, finish_reason, stop string)`` if a completion ends at its last token, else None.
 
@@ -430,6 +440,6 @@ def completion_end(
         if found:
             cut, stop = min(found)
             return text[:cut], "stop", stop
-    if len(new_ids) >= params.max_new_tokens:
+    if len(new_ids) >= (max_new_tokens or params.max_new_tokens):
         return (text if text is not None else decode(new_ids)), "length", None
     return None

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from harness.common.errors import UserError
 from harness.common.ngram_penalty import NGramCounts, NGramPenalties, word_initial_ids
-from pipeline.engine.base import Completion, GenerationRequest, SamplingParams
+from pipeline.engine.base import Completion, GenerationRequest, SamplingParams, request_budgets
 from pipeline.engine.sampling import bias_token_ids
 
 # The key of SamplingParams.extra_args that carries a request's n-gram penalties.
@@ -82,7 +82,7 @@ class VLLMEngine:
 
             self.lora_request = LoRARequest("adapter", 1, peft)
 
-    def _sampling_params(self, params: SamplingParams, seed: int):
+    def _sampling_params(self, params: SamplingParams, seed: int, max_tokens: int | None = None):
         bias = bias_token_ids(self.tokenizer, params.logit_bias) if params.logit_bias else None
         extra = {}
         penalties = NGramPenalties.from_sampling(params)
@@ -92,7 +92,7 @@ class VLLMEngine:
             else:  # vLLM < 0.10 (v0 engine): a per-request callable
                 extra["logits_processors"] = [RequestNGramPenalty(penalties, self._eligible(penalties))]
         return self._vllm.SamplingParams(
-            max_tokens=params.max_new_tokens,
+            max_tokens=max_tokens or params.max_new_tokens,
             temperature=max(params.temperature, 0.0),
             top_p=params.top_p,
             stop=list(params.stop) or None,
@@ -114,9 +114,14 @@ class VLLMEngine:
     ) -> list[Completion]:
         if not requests:
             return []
+        budgets = [None] * len(requests)
+        if params.reference_max_seq_len is not None:
+            encoded = [self.tokenizer.encode(r.prompt) for r in requests]
+            prefix = len(self.tokenizer.encode(shared_prefix)) if shared_prefix else 0
+            budgets = request_budgets(params, [len(e) for e in encoded], prefix)
         outputs = self.llm.generate(
             [r.prompt for r in requests],
-            [self._sampling_params(params, r.seed) for r in requests],
+            [self._sampling_params(params, r.seed, b) for r, b in zip(requests, budgets, strict=True)],
             lora_request=self.lora_request,
             use_tqdm=True,
         )

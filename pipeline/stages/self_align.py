@@ -30,7 +30,7 @@ from pipeline.stages.answer_filters import (
     drop_truncated_word,
 )
 from pipeline.stages.base import StageContext, StageResult, read_kept, write_records
-from pipeline.stages.common import generation_identity
+from pipeline.stages.common import budget_params, generation_identity
 
 NEXT_TURN = "\n\nUser:"
 WIKIPEDIA_PREFIX = "According to my knowledge from Wikipedia, here"
@@ -160,6 +160,7 @@ class SelfAlignStage:
         params = SamplingParams(
             max_new_tokens=s2.max_new_tokens, temperature=s2.temperature, top_p=s2.top_p,
             stop=(NEXT_TURN,) if s2.stop_at_next_turn else (), logit_bias=dict(s2.logit_bias),
+            **budget_params(ctx.cfg, "self_align"),
         )
         outputs, stats = generate_sharded(
             "self_align", requests, params, gen_dir=ctx.stage_dir / "generations", dist=ctx.dist, engine=ctx.base_engine,

@@ -34,7 +34,7 @@ from pipeline.manifest import DropCounter
 from pipeline.sharding import GenerationStats, generate_sharded, request_seed
 from pipeline.stages import self_instruct, tgrt
 from pipeline.stages.base import StageContext, StageResult, write_records
-from pipeline.stages.common import eos_bias, generation_identity
+from pipeline.stages.common import budget_params, eos_bias, generation_identity
 from pipeline.stages.instruction_filters import NoveltyPool, static_drop_reason
 
 
@@ -120,7 +120,7 @@ class TGRTSelfInstructStage:
             requests.append(GenerationRequest(rid, prompt, request_seed(ctx.cfg.seed, rid)))
         params = SamplingParams(
             max_new_tokens=si.max_new_tokens, temperature=si.temperature, top_p=si.top_p,
-            logit_bias=eos_bias(ctx) if si.suppress_eos else {},
+            logit_bias=eos_bias(ctx) if si.suppress_eos else {}, **budget_params(ctx.cfg, "self_instruct"),
         )
         records, stats = generate_sharded(
             "self_instruct", requests, params, gen_dir=gen_dir, dist=ctx.dist, engine=ctx.base_engine,
@@ -160,7 +160,7 @@ class TGRTSelfInstructStage:
         per_round = []
         params = SamplingParams(
             max_new_tokens=tg.topic_max_new_tokens, temperature=tg.topic_temperature, top_p=tg.topic_top_p,
-            logit_bias=eos_bias(ctx) if tg.suppress_eos else {},
+            logit_bias=eos_bias(ctx) if tg.suppress_eos else {}, **budget_params(ctx.cfg, "tgrt_topics"),
         )
         for rnd in range(tg.topic_rounds):
             pool = tgrt.balance_topic_pool(pool)
@@ -218,7 +218,7 @@ class TGRTSelfInstructStage:
             requests.append(GenerationRequest(rid, prompt, request_seed(ctx.cfg.seed, rid)))
         params = SamplingParams(
             max_new_tokens=tg.question_max_new_tokens, temperature=tg.question_temperature, top_p=tg.question_top_p,
-            logit_bias=eos_bias(ctx) if tg.suppress_eos else {},
+            logit_bias=eos_bias(ctx) if tg.suppress_eos else {}, **budget_params(ctx.cfg, "tgrt_questions"),
         )
         records, stats = generate_sharded(
             "tgrt_questions", requests, params, gen_dir=gen_dir, dist=ctx.dist, engine=ctx.base_engine,

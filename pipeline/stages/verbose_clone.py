@@ -31,7 +31,7 @@ from pipeline.stages.answer_filters import (
     drop_truncated_word,
 )
 from pipeline.stages.base import StageContext, StageResult, write_records
-from pipeline.stages.common import generation_identity
+from pipeline.stages.common import budget_params, generation_identity
 from pipeline.stages.engrave import meta_prompt_texts, train_stage_adapter, training_examples
 from pipeline.stages.identity import IDENTITY_DATA, load_identity_examples
 
@@ -120,6 +120,7 @@ class VerboseCloneStage:
             tritoken_frequency_penalty=s4.tritoken_frequency_penalty,
             quadtoken_frequency_penalty=s4.quadtoken_frequency_penalty,
             frequency_penalty_min_id=s4.frequency_penalty_min_id,
+            **budget_params(ctx.cfg, "verbose_clone"),
         )
         adapter = ctx.upstream_path("engrave", "adapter")
         outputs, stats = generate_sharded(
