@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tf-reference-half-candidates", dest="tf_reference_half_candidates", action="store_true",
                    help="truthfulqa_tf: make `acc` the IBM/Dromedary number, which scores only the first ceil(N/2) candidates")
     p.add_argument("--gen_kwargs", "--gen-kwargs", dest="gen_kwargs", default=None)
+    p.add_argument("--gen-preset", "--gen_preset", dest="gen_preset", default="paper",
+                   help="generation preset of the generation tasks (vicuna80): paper (T 0.7; default) or reference_demo "
+                   "(IBM/Dromedary run_chatbot_demo.py: T 0.1, top-p 0.75, uni-token frequency penalty 0.3; "
+                   "needs --model selfalign-hf); --gen_kwargs overrides it key by key")
     p.add_argument("--no-cache", dest="use_cache", action="store_false", help="do not reuse or write the response cache")
     p.add_argument("--model-id", dest="model_id", default=None, help="name of the output subdirectory")
     p.add_argument("--seed", default="1234",
@@ -65,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
         limit=args.limit, batch_size=batch_size, data_dir=args.data_dir, device=args.device,
         meta_prompt=args.meta_prompt, apply_chat_template=args.apply_chat_template,
         tf_reference_half_candidates=args.tf_reference_half_candidates, gen_kwargs=args.gen_kwargs,
-        use_cache=args.use_cache, model_id=args.model_id, seed=seed,
+        gen_preset=args.gen_preset, use_cache=args.use_cache, model_id=args.model_id, seed=seed,
     )
     results = run_eval(cfg)
     if not results:

@@ -50,6 +50,8 @@ class EvalConfig:
     apply_chat_template: bool = False
     tf_reference_half_candidates: bool = False
     gen_kwargs: str | None = None
+    # Vicuna-80 generation preset (tasks.vicuna80.utils.GEN_PRESETS): "paper" or "reference_demo".
+    gen_preset: str = "paper"
     use_cache: bool = True
     model_id: str | None = None
     seed: int | str = 1234  # or lm-eval's four-value form "python,numpy,torch,fewshot"
@@ -157,15 +159,35 @@ def build_lm(cfg: EvalConfig, args: dict[str, Any]):
 
 def _metadata(cfg: EvalConfig, args: dict[str, Any]) -> dict[str, Any]:
     meta: dict[str, Any] = {"data_dir": cfg.data_dir, "reference_half_candidates": cfg.tf_reference_half_candidates}
+    meta["gen_preset"] = cfg.gen_preset  # recorded in every vicuna80 doc (and sample log)
     if cfg.meta_prompt:
         meta["meta_prompt"] = cfg.meta_prompt
     elif cfg.apply_chat_template:
         # A chat baseline gets its own template, not a Dromedary prompt nested inside it.
         meta["meta_prompt"] = "none"
-    tokenizer = args.get("tokenizer") or args.get("pretrained")
-    if cfg.model in LOCAL_BACKENDS and tokenizer:
+    # HHH truncates by the evaluated model's tokens: a local backend's own tokenizer, or the
+    # tokenizer=... that API backends take (without one, the results say truncation did not run).
+    tokenizer = args.get("tokenizer") or (args.get("pretrained") if cfg.model in LOCAL_BACKENDS else None)
+    if tokenizer:
         meta["tokenizer"] = str(tokenizer)
     return meta
+
+
+def _gen_kwargs(cfg: EvalConfig) -> str | None:
+    """lm-eval's gen_kwargs: the generation preset's (unless "paper", the task YAML's own), then
+    the explicit --gen_kwargs, which win key by key."""
+    from tasks.vicuna80.utils import GEN_PRESETS, PENALTY_KWARGS, preset_gen_kwargs
+
+    if cfg.gen_preset not in GEN_PRESETS:
+        raise unknown_name_error("generation preset", cfg.gen_preset, list(GEN_PRESETS), "--gen-preset")
+    if cfg.gen_preset == "paper":
+        return cfg.gen_kwargs
+    if cfg.model != "selfalign-hf" and any(k in GEN_PRESETS[cfg.gen_preset] for k in PENALTY_KWARGS):
+        raise UserError(
+            f"--gen-preset {cfg.gen_preset} uses the reference's n-gram frequency penalty, which only "
+            f"--model selfalign-hf applies (got --model {cfg.model})"
+        )
+    return ",".join(p for p in (preset_gen_kwargs(cfg.gen_preset), cfg.gen_kwargs) if p)
 
 
 def _prompt_format(cfg: EvalConfig) -> str:
@@ -193,6 +215,7 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
     out_dir = Path(cfg.output) / mid
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    gen_kwargs = _gen_kwargs(cfg)
     tm = task_manager(_metadata(cfg, args))
     from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker
 
@@ -222,7 +245,7 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
             limit=cfg.limit,
             log_samples=True,
             apply_chat_template=cfg.apply_chat_template,
-            gen_kwargs=cfg.gen_kwargs,
+            gen_kwargs=gen_kwargs,
             bootstrap_iters=1000,
             random_seed=seeds[0],
             numpy_random_seed=seeds[1],
@@ -247,6 +270,7 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
         "backend": cfg.model,
         "model_args": {k: str(v) for k, v in args.items()},
         "prompt_format": _prompt_format(cfg),
+        "gen_preset": cfg.gen_preset,
         "task_versions": {t: versions.get(t) for t in versions if t in results.get("results", {})},
         "data_sha256": data.files_read(),
         "config": dataclasses.asdict(cfg),

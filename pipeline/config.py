@@ -108,6 +108,11 @@ class TGRTConfig:
     question_top_p: float = 0.95
     max_questions: int | None = None  # cap on kept TGRT prompts (first in id order)
     suppress_eos: bool = True
+    # The reference keeps the first question per (topic, question type) and nothing else
+    # (merge_tgrt_question.py): the Self-Instruct word bounds, keyword blacklist and ROUGE-L
+    # novelty filter (stage1.filters) never see TGRT questions. True also runs them on TGRT
+    # questions (this pipeline's behaviour before issue 11).
+    self_instruct_filters: bool = False
 
 
 @dataclass
@@ -142,7 +147,10 @@ class SelfAlignConfig:
     top_p: float = 0.95  # the released script; the paper's table says 0.9
     logit_bias: dict[str, float] = field(default_factory=lambda: {"Sorry": -100.0})  # script, not paper
     # Stop at the next "\n\nUser:" instead of sampling the full 256 tokens and cutting there
-    # afterwards (the reference); the kept answers are the same, the compute is not.
+    # afterwards (the reference). The stop string is put back before the repetition cut and the
+    # turn rule, so the kept answers are the reference's (tested on its edge cases), except for
+    # an output that ends its turn before any answer: dropped here, while the reference could
+    # take the answer of a later turn the model invented. False reproduces that too.
     stop_at_next_turn: bool = True
     rename_to: str = "Dromedary"  # the assistant's name in kept answers
     blacklist: list[str] = field(default_factory=lambda: list(SELF_ALIGN_BLACKLIST))
@@ -176,6 +184,14 @@ class VerboseCloneConfig:
     max_new_tokens: int = 512
     temperature: float = 0.3
     top_p: float = 0.7
+    # The reference's n-gram frequency penalties (verbose_response_generate_65b_dromedary_non_verbose.sh:
+    # tri-token 1.0, quad-token 2.0; the paper does not mention them): a candidate's logit drops
+    # by penalty x how often it already followed the last 2 (3) generated tokens. Only word-initial
+    # pieces with an id above frequency_penalty_min_id are penalised (the reference's rule for
+    # LLaMA, whose ids <= 1024 are bytes and the commonest words). Set both to 0.0 to turn off.
+    tritoken_frequency_penalty: float = 1.0
+    quadtoken_frequency_penalty: float = 2.0
+    frequency_penalty_min_id: int = 1024
     stop_at_next_turn: bool = True
     min_chars: int = 128
     # answers to these (substring of the prompt) are replaced by a fixed answer (reference: Zhiqing)
@@ -189,9 +205,27 @@ class VerboseCloneConfig:
     train: LoraTrainConfig = field(default_factory=lambda: LoraTrainConfig(max_length=768))
 
 
+# The reference scripts' (max_seq_len, max_shared_seq_len) per generation step, for
+# generation_budgets: reference (the *_65b_*.sh scripts of IBM/Dromedary 39a2b1c).
+REFERENCE_SEQ_LENS = {
+    "self_instruct": (1024, 512),  # vanilla_self_instruct_65b_base.sh (its generate_max_len: 1024)
+    "tgrt_topics": (128, 256),  # tgrt_topic_generate_65b_base.sh
+    "tgrt_questions": (512, 256),  # tgrt_question_generate_65b_base.sh
+    "self_align": (256, 1792),  # self_align_generate_65b_base.sh
+    "verbose_clone": (512, 640),  # verbose_response_generate_65b_dromedary_non_verbose.sh
+}
+GENERATION_BUDGETS = ("paper", "reference")
+
+
 @dataclass
 class PipelineConfig:
     seed: int = 42
+    # "paper" (default): every request may generate its stage's max_new_tokens, the paper's flat
+    # figures. "reference": the released generator's effective budgets, where max_seq_len also
+    # counts the prompt's tokens after the shared prefix: min(max_new_tokens, max_seq_len - those
+    # tokens) per request (REFERENCE_SEQ_LENS), e.g. stage 2 ~ 256 - (question + ~9) tokens.
+    # For Self-Instruct also set stage1.self_instruct.max_new_tokens=1024 (the script's).
+    generation_budgets: str = "paper"
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     constitution: ConstitutionConfig = field(default_factory=ConstitutionConfig)

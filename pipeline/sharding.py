@@ -186,7 +186,7 @@ def generate_sharded(
                     raise RuntimeError(f"engine {getattr(eng, 'name', eng)!r} returned completions out of request order")
                 for c in completions:
                     out.write({
-                        "id": c.id, "text": c.text, "finish_reason": c.finish_reason,
+                        "id": c.id, "text": c.text, "finish_reason": c.finish_reason, "stop_string": c.stop_string,
                         "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                         # the chunk's engine time, shared equally: sums stay right across resumes
                         "gen_seconds": round(per_request, 4),

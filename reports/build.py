@@ -21,7 +21,7 @@ from harness.common.provenance import git_hash
 from reports import figures as figs
 from reports import stats
 from reports.baselines import load_paper_reported
-from reports.collect import collect
+from reports.collect import collect, prompt_label
 from reports.html import report_html
 from reports.render import print_rich, report_csv, report_markdown
 from reports.tables import Table, build_tables
@@ -66,7 +66,7 @@ def _appendix_markdown(systems: list[dict], notes: list[str]) -> str:
     for p in systems:
         tasks = "; ".join(f"{t} {v['n']}/{v['of']} v{v['version']}" for t, v in p["tasks"].items())
         args = ", ".join(f"{k}={v}" for k, v in (p.get("model_args") or {}).items())
-        cells = [p["label"], p["role"], p["model_id"], p.get("backend") or "", args, p.get("prompt_format") or "", p.get("git_hash") or "", tasks]
+        cells = [p["label"], p["role"], p["model_id"], p.get("backend") or "", args, prompt_label(p), p.get("git_hash") or "", tasks]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]

@@ -93,9 +93,19 @@ class System:
             "model_id": self.model_id, "label": self.label, "role": self.role,
             "backend": prov.get("backend"), "model_args": prov.get("model_args"),
             "prompt_format": prov.get("prompt_format"), "git_hash": prov.get("git_hash"),
+            # the Vicuna-80 generation preset that produced this system's answers
+            "gen_preset": (self.tasks.get("vicuna80").provenance.get("gen_preset") or "paper")
+            if self.tasks.get("vicuna80") else None,
             "tasks": {t: {"n": r.n, "of": r.n_original, "version": r.version} for t, r in self.tasks.items()},
             "judged_against": sorted(self.judgments),
         }
+
+
+def prompt_label(described: dict[str, Any]) -> str:
+    """The report's "prompt" cell: the prompt format, and the Vicuna-80 generation preset."""
+    prompt_format = described.get("prompt_format") or ""
+    preset = described.get("gen_preset")
+    return f"{prompt_format}; vicuna80 preset {preset}" if preset else prompt_format
 
 
 @dataclass

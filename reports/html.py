@@ -10,6 +10,7 @@ import base64
 import html
 from collections.abc import Sequence
 
+from reports.collect import prompt_label
 from reports.render import format_n, format_value
 from reports.tables import Cell, Table
 
@@ -102,7 +103,7 @@ def report_html(title: str, preamble: Sequence[str], tables: Sequence[Table], fi
             args = ", ".join(f"{k}={v}" for k, v in (p.get("model_args") or {}).items())
             parts.append(
                 "<tr>" + "".join(f'<td class="src">{html.escape(str(x or ""))}</td>' for x in (
-                    p["label"], p["role"], p["model_id"], p.get("backend"), args, p.get("prompt_format"), p.get("git_hash"), tasks,
+                    p["label"], p["role"], p["model_id"], p.get("backend"), args, prompt_label(p), p.get("git_hash"), tasks,
                 )) + "</tr>"
             )
         parts.append("</tbody></table>")

@@ -43,6 +43,13 @@ EVAL_KEY_VERSION = "1"
 JUDGE_KEY_VERSION = "1"
 RUN_KEY_FILE = "run_key.json"
 GENERATION_TASKS = ("vicuna80",)
+
+
+def _gen_preset(cfg, task: str) -> str:
+    """The generation preset of one evaluation unit: eval.gen_preset for Vicuna-80 only."""
+    return cfg.eval.gen_preset if task == "vicuna80" else "paper"
+
+
 # pipeline stage name -> label of its checkpoint (both adapters are trained on the base model)
 STAGE_CHECKPOINTS = {
     "engrave": "stage 3: principle engraving",
@@ -68,6 +75,8 @@ class EvalSection:
     limit: float | None = None  # documents per task (None: all) ...
     limits: dict[str, float] = field(default_factory=dict)  # ... or per task, e.g. {hhh: 10}
     gen_kwargs: dict[str, str] = field(default_factory=dict)  # per task, e.g. {vicuna80: "max_gen_toks=128"}
+    # Vicuna-80 generation preset (tasks/vicuna80 GEN_PRESETS): paper, or reference_demo (needs selfalign-hf)
+    gen_preset: str = "paper"
     batch_size: int = 8
     extra_model_args: str = ""  # appended to every local model's model_args (e.g. dtype=float32)
     meta_prompt: str | None = None  # checkpoints' prompt framing; None = the tasks' paper default
@@ -241,6 +250,7 @@ def _eval_key(system: ModelToEvaluate, task: str, cfg: RunConfig, version: Any) 
         "task": task, "task_version": version, "limit": cfg.eval.limit_for(task),
         "meta_prompt": system.meta_prompt, "apply_chat_template": system.apply_chat_template,
         "gen_kwargs": cfg.eval.gen_kwargs.get(task), "seed": cfg.eval.seed,
+        **({"gen_preset": _gen_preset(cfg, task)} if _gen_preset(cfg, task) != "paper" else {}),
     }
     return config_hash(payload, EVAL_KEY_VERSION), payload
 
@@ -288,7 +298,8 @@ def run_eval_unit(system: ModelToEvaluate, task: str, cfg: RunConfig, run_dir: P
         model=system.backend, model_args=system.model_args, tasks=[task], output=str(run_dir / "eval" / task),
         limit=cfg.eval.limit_for(task), batch_size=cfg.eval.batch_size, data_dir=cfg.data_dir,
         meta_prompt=system.meta_prompt, apply_chat_template=system.apply_chat_template,
-        gen_kwargs=cfg.eval.gen_kwargs.get(task), model_id=system.model_id, seed=cfg.eval.seed,
+        gen_kwargs=cfg.eval.gen_kwargs.get(task), gen_preset=_gen_preset(cfg, task),
+        model_id=system.model_id, seed=cfg.eval.seed,
     ))
     write_json_atomic(unit_dir / RUN_KEY_FILE, {"key": key, "payload": payload})
     return {**record, "reused": False, "wall_s": round(time.perf_counter() - started, 2)}

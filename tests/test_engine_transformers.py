@@ -163,8 +163,10 @@ def test_stop_strings_cut_the_text(tiny_model_dir):
         if stop in full.text:
             assert cut.text == full.text[: full.text.index(stop)]
             assert cut.finish_reason == "stop" and cut.completion_tokens <= full.completion_tokens
+            assert cut.stop_string == stop  # stage 2 puts it back before judging the answer
         else:
             assert cut.text == full.text and cut.finish_reason == full.finish_reason
+            assert cut.stop_string is None
     assert any(stop in c.text for c in free)
 
 

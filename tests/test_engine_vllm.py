@@ -7,6 +7,7 @@ import types
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 from pipeline.engine.base import GenerationRequest, SamplingParams
 
@@ -20,6 +21,8 @@ class _FakeSamplingParams:
     logit_bias: dict | None
     seed: int
     skip_special_tokens: bool
+    extra_args: dict | None = None
+    logits_processors: list | None = None
 
 
 @dataclass
@@ -52,6 +55,13 @@ class _FakeLLM:
         return outs
 
 
+class _FakeAdapterLogitsProcessor:
+    """vllm.v1.sample.logits_processor.AdapterLogitsProcessor's constructor contract."""
+
+    def __init__(self, vllm_config, device, is_pin_memory):
+        self.vllm_config = vllm_config
+
+
 @pytest.fixture
 def fake_vllm(monkeypatch):
     module = types.ModuleType("vllm")
@@ -63,6 +73,11 @@ def fake_vllm(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", module)
     monkeypatch.setitem(sys.modules, "vllm.lora", lora)
     monkeypatch.setitem(sys.modules, "vllm.lora.request", lora_request)
+    processors = types.ModuleType("vllm.v1.sample.logits_processor")
+    processors.AdapterLogitsProcessor = _FakeAdapterLogitsProcessor
+    for name in ("vllm.v1", "vllm.v1.sample"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "vllm.v1.sample.logits_processor", processors)
     return module
 
 
@@ -98,3 +113,55 @@ def test_make_engine_routes_to_vllm(fake_vllm, tiny_model_dir):
     engine = make_engine("vllm", str(tiny_model_dir), batch_size=16, dtype="bfloat16")
     assert engine.name == "vllm"
     assert engine.llm.kwargs["max_num_seqs"] == 16 and engine.llm.kwargs["dtype"] == "bfloat16"
+
+
+def _replay(processor, new_ids, vocab):
+    """Feed a processor the tokens one step at a time; the logits it returns at each step."""
+    steps = []
+    for k in range(len(new_ids)):
+        logits = torch.linspace(0, 1, vocab)
+        steps.append(processor(new_ids[:k], logits.clone()))
+    return steps, torch.linspace(0, 1, vocab)
+
+
+@pytest.mark.parametrize("vllm_v1", [True, False], ids=["v1-adapter", "v0-per-request"])
+def test_ngram_penalties_run_as_a_logits_processor_with_the_reference_rule(
+    vllm_v1, fake_vllm, tiny_model_dir, monkeypatch
+):
+    from pipeline.engine.vllm_engine import NGRAM_PENALTY_ARG, VLLMEngine
+    from tests.test_engine_ngram_penalty import (
+        reference_penalised_logits,
+        reference_starting_pieces,
+    )
+
+    if not vllm_v1:
+        monkeypatch.delitem(sys.modules, "vllm.v1.sample.logits_processor")
+        monkeypatch.setitem(sys.modules, "vllm.v1.sample.logits_processor", None)  # ImportError
+    engine = VLLMEngine(str(tiny_model_dir))
+    params = SamplingParams(
+        max_new_tokens=5, tritoken_frequency_penalty=1.0, quadtoken_frequency_penalty=2.0,
+        frequency_penalty_min_id=256,
+    )  # fmt: skip
+    engine.generate([GenerationRequest("a", "hello", seed=1)], params)
+    (sampling,) = engine.llm.calls[0][1]
+    if vllm_v1:
+        (cls,) = engine.llm.kwargs["logits_processors"]
+        assert sampling.extra_args[NGRAM_PENALTY_ARG]["tritoken"] == 1.0 and not sampling.logits_processors
+        config = types.SimpleNamespace(model_config=types.SimpleNamespace(tokenizer=str(tiny_model_dir)))
+        processor = cls(config, "cpu", False).new_req_logits_processor(sampling)
+        assert cls(config, "cpu", False).new_req_logits_processor(_FakeSamplingParams(1, 0, 1, None, None, 0, True)) is None
+    else:
+        assert "logits_processors" not in engine.llm.kwargs and sampling.extra_args is None
+        (processor,) = sampling.logits_processors
+    # A sequence with repeated word-initial trigrams: (Ġc, Ġx, Ġy) twice and more.
+    tok = engine.tokenizer
+    vocab = len(tok)
+    starting = sorted(i for i in reference_starting_pieces(tok, "Ġ") if i > 256)
+    a, b, c = starting[:3]
+    new_ids = [a, b, c, a, b, c, a, b, c, 7, a, b, c, a]
+    steps, raw = _replay(processor, new_ids, vocab)
+    expected = reference_penalised_logits(
+        [raw] * len(new_ids), [1, 2], new_ids, (0.0, 0.0, 1.0, 2.0), set(starting), 256
+    )
+    assert all(torch.allclose(g, w) for g, w in zip(steps, expected, strict=True))
+    assert sum(not torch.equal(s, raw) for s in steps) >= 4

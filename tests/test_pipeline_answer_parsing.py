@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -150,3 +151,77 @@ def test_verbose_canned_answer_and_leak():
     v = parse4(VERBOSE, "stop", instruction="Who is Zhiqing Sun?")
     assert v.reason is None and v.answer.startswith("As an AI language model, I lack specific information")
     assert parse4(VERBOSE + " Zhiqing agrees.", "stop").reason == "exemplar_leak"
+
+
+# -- the stop at the next turn against the reference's post-hoc cut (issue 11 item 8) -----------
+
+
+def reference_self_align_answer(original_output: str) -> str | None:
+    """IBM/Dromedary 39a2b1c merge_and_fileter_self_align_with_dummy.py lines 50-62 (dedup) and
+    88-147, for one output (the Watson prompt, so the name is "Watson"); None = skipped."""
+
+    def dedup(line_output):
+        line_output = re.split(r"(?<=[\n.?!;:,])", line_output)
+        filtered_line_output = []
+        for splitted_line in line_output:
+            if splitted_line not in filtered_line_output or splitted_line == "" or splitted_line in "\n.?!;:,":
+                filtered_line_output.append(splitted_line)
+            else:
+                break
+        return "".join(filtered_line_output).strip()
+
+    if not original_output.startswith("I am a helpful, ethical, and reliable assistant."):
+        return None
+    if "\n\nWatson:" not in original_output:
+        return None
+    output_text = dedup(original_output.split("\n\nWatson:", 1)[1].strip())
+    if "\n\nUser:" in output_text:
+        output_text = output_text.split("\n\nUser:", 1)[0].strip() + "\n\n### User\n"
+        if len(output_text) < 160:
+            return None
+    else:
+        output_text = output_text.rsplit(" ", 1)[0]
+    if any(word in output_text for word in SelfAlignConfig().blacklist):
+        return None
+    if any(output_text.startswith(p) for p in ("I'm sorry", "I am sorry")) or not output_text:
+        return None
+    output_text = output_text.replace("Watson", "Dromedary")
+    if output_text.startswith("According to my knowledge from Wikipedia, here"):
+        output_text = "Here" + output_text[len("According to my knowledge from Wikipedia, here") :]
+    return output_text
+
+
+AFTER = "\n\nUser: Good job! Clear context\n\nWatson (auto reply): Thank you."
+EDGE_CASES = {
+    "plain": f"{THOUGHTS}\n\nWatson: {LONG}",
+    # the last sentence repeats: the cut takes the turn end with it, so the reference drops the
+    # last word instead of adding "### User"
+    "repeat_ends_at_the_turn": f"{THOUGHTS}\n\nWatson: {LONG}\nTides.\nMoon and Sun.\nTides.",
+    # the last line repeats an earlier one, but only the reference's text, with "\n\nUser:" after
+    # it, makes it the segment "see the Moon\n" again
+    "repeat_line_ends_at_the_turn": f"{THOUGHTS}\n\nWatson: {LONG}\nsee the Moon\nand the Sun\nsee the Moon",
+    # a repeated sentence before the turn: cut there, and the last word goes, as for a truncation
+    "repeat_before_the_turn": f"{THOUGHTS}\n\nWatson: {LONG} The Moon pulls. Water rises. The Moon pulls. Water",
+    # "User:" already began a segment: the turn's own "User:" repeats it
+    "user_segment_earlier": f"{THOUGHTS}\n\nWatson: {LONG}\nUser: is a word here.",
+    "short": f"{THOUGHTS}\n\nWatson: Tides come from the Moon.",
+    "wikipedia": f"{THOUGHTS}\n\nWatson: According to my knowledge from Wikipedia, here is why. {LONG}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_CASES))
+def test_stopping_at_the_next_turn_keeps_what_the_reference_keeps(case):
+    before_turn = EDGE_CASES[case]
+    expected = reference_self_align_answer((before_turn + AFTER).lstrip())
+    verdict = parse_self_align_output(
+        before_turn, "stop", assistant_name="Watson", self_identification=SELF_ID, cfg=SelfAlignConfig(),
+        stop_string="\n\nUser:",
+    )
+    assert verdict.answer == expected, verdict
+
+
+def test_reference_edge_cases_differ_from_the_old_rule():
+    # Without the stop string put back, three of the cases above kept a different answer.
+    old = {case: parse2(text, "stop").answer for case, text in EDGE_CASES.items()}
+    ref = {case: reference_self_align_answer((text + AFTER).lstrip()) for case, text in EDGE_CASES.items()}
+    assert {c for c in EDGE_CASES if old[c] != ref[c]} >= {"repeat_ends_at_the_turn", "repeat_line_ends_at_the_turn", "repeat_before_the_turn"}

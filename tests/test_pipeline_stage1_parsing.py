@@ -208,3 +208,41 @@ def test_keyword_blacklist_pattern_agrees_with_find_word_per_word():
         expected = any(find_word(w, text) for w in cfg.keyword_blacklist)
         assert (static_drop_reason("Write about " + text, "", cfg) == "keyword_blacklist") == expected
         assert (static_drop_reason("Write about this topic", text, cfg) == "keyword_blacklist") == expected
+
+
+# -- which filters TGRT questions pass (issue 11 item 2) ------------------------------------------
+
+
+def _tgrt(i: int, question: str, qtype: str, topic: str) -> dict:
+    return {"id": f"tgrt-q-{i:06d}-00", "instruction": question, "input": "", "parse_error": None,
+            "origin": {"source": "tgrt", "question_type": qtype, "topic": topic}}  # fmt: skip
+
+
+@pytest.mark.parametrize("self_instruct_filters", [False, True], ids=["reference", "all-filters"])
+def test_tgrt_questions_are_deduplicated_by_topic_and_type_only(data_dir, self_instruct_filters):
+    """merge_tgrt_question.py (lines 30-37) keeps the first question per (topic, question_type)
+    and applies nothing else; stage1.tgrt.self_instruct_filters adds the Self-Instruct filters."""
+    from pipeline.config import PipelineConfig
+    from pipeline.stages.tgrt_self_instruct import TGRTSelfInstructStage
+
+    tasks = load_seed_tasks("dromedary/prompts/self_instruct_seed_tasks.jsonl", data_dir)
+    seeds = load_seed_questions("dromedary/prompts/tgrt_self_instruct_seed_questions.jsonl", data_dir)
+    cfg = PipelineConfig()
+    cfg.stage1.tgrt.self_instruct_filters = self_instruct_filters
+    blacklisted = cfg.stage1.filters.keyword_blacklist[0]  # the reference's first word: "image"
+    candidates = [
+        _tgrt(0, seeds[0].question, seeds[0].question_type, "a new topic"),  # ROUGE-L 1.0 vs a seed
+        _tgrt(1, "Why?", "Questions about art", "Painting"),  # under the reference's 4 words
+        _tgrt(2, f"Can you describe this {blacklisted} of a painting for me?", "Questions about art", "Sculpture"),
+        _tgrt(3, "What makes a sculpture valuable to collectors today?", "Questions about art", "Sculpture"),
+        _tgrt(4, "How long does the paint on an oil painting take to dry?", "Questions about art", "Oil"),
+    ]
+    kept, counters = TGRTSelfInstructStage()._filter(cfg, candidates, tasks, seeds)
+    reasons = [c["drop_reason"] for c in candidates]
+    if self_instruct_filters:
+        assert reasons == ["duplicate", "too_short", "keyword_blacklist", None, None]
+    else:
+        # The blacklisted question took (Sculpture, art) first, so the later one is the duplicate.
+        assert reasons == [None, None, None, "duplicate_topic", None]
+        assert counters["tgrt"].kept == 4 and "rouge_l_max" not in candidates[0]
+    assert [k["id"] for k in kept] == [c["id"] for c in candidates if c["kept"]]

@@ -348,3 +348,17 @@ def test_intervals_are_valid_everywhere(report):
         if r["ci_low"] and r["value"]:
             low, value, high = float(r["ci_low"]), float(r["value"]), float(r["ci_high"])
             assert low <= value + 1e-12 and value <= high + 1e-12 and not math.isnan(low)
+
+
+def test_the_report_names_the_vicuna_generation_preset(tmp_path):
+    from reports.collect import System, TaskResult, prompt_label
+
+    system = System("m", "m")
+    system.tasks["hhh"] = TaskResult("hhh", {}, 1, 1, 1.1, tmp_path, {"prompt_format": "plain+dromedary:verbose"})
+    assert system.describe()["gen_preset"] is None and prompt_label(system.describe()) == "plain+dromedary:verbose"
+    prov = {"prompt_format": "plain+dromedary:verbose", "gen_preset": "reference_demo"}
+    system.tasks["vicuna80"] = TaskResult("vicuna80", {}, 4, 80, 2.0, tmp_path, prov)
+    assert prompt_label(system.describe()) == "plain+dromedary:verbose; vicuna80 preset reference_demo"
+    # results.json written before presets existed: those answers came from the paper's settings
+    system.tasks["vicuna80"] = TaskResult("vicuna80", {}, 4, 80, 1.0, tmp_path, {"prompt_format": "plain"})
+    assert system.describe()["gen_preset"] == "paper"

@@ -167,3 +167,48 @@ def test_hhh_truncates_long_fields_by_model_tokens(data_dir, tiny_model_dir):
     assert "A) short answer\n" in context
     assert "tail...\n" in context  # the reference keeps the last tokens and appends "..."
     assert context.count("word") < 40
+
+
+def _reference_truncate_seq(tokenizer, seq, max_seq_len, prefix="", suffix=""):
+    """IBM/Dromedary 39a2b1c mc_evaluation/evaluate_hhh_eval.py lines 114-124, with the
+    SentencePiece tokenizer's decode (which never cleans up tokenization spaces)."""
+    tokenized_inputs = tokenizer.encode(seq, add_special_tokens=False)
+    safe_seq_len = (max_seq_len - 256) // 3
+    flag = False
+    if len(tokenized_inputs) > safe_seq_len:
+        flag = True
+        tokenized_inputs = tokenized_inputs[-safe_seq_len:]
+    seq = tokenizer.decode(tokenized_inputs, clean_up_tokenization_spaces=False).strip()
+    if flag:
+        seq = prefix + seq + suffix
+    return seq
+
+
+def test_hhh_truncation_decodes_like_the_reference_without_space_cleanup(data_dir, tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    # A tokenizer that cleans up spaces by default (" ," -> ","), as many HF tokenizers do.
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tokenizer.clean_up_tokenization_spaces = True
+    tokenizer.save_pretrained(str(tmp_path / "tok"))
+    max_seq_len = 256 + 3 * 20
+    tm = task_manager({"data_dir": str(data_dir), "tokenizer": str(tmp_path / "tok"), "hhh_max_seq_len": max_seq_len})
+    task = tm.load(["selfalign_hhh_other"])["tasks"]["selfalign_hhh_other"]
+    long_answer = "x " * 80 + "I ca n't , sadly ."
+    doc = {"input": "Is it ok ?", "choices": ["short answer", long_answer], "labels": [1.0, 0.0]}
+    context = _requests(task, doc)[0].arguments[0]
+    cut = _reference_truncate_seq(tokenizer, long_answer, max_seq_len, suffix="...")
+    assert cut.endswith("I ca n't , sadly ....") and f"B) {cut}\n" in context
+    assert "Human:  Is it ok ?\n" in context  # short: untouched, no prefix
+    assert task.config.metadata["hhh_truncation"].startswith("applied with the tokenizer of")
+
+
+def test_hhh_without_a_local_tokenizer_says_truncation_was_not_applied(data_dir, caplog):
+    tm = task_manager({"data_dir": str(data_dir)})
+    task = tm.load(["selfalign_hhh_other"])["tasks"]["selfalign_hhh_other"]
+    doc = {"input": "word " * 700, "choices": ["a", "b"], "labels": [1.0, 0.0]}
+    with caplog.at_level("WARNING"):
+        _requests(task, doc)
+    assert task.config.metadata["hhh_truncation"].startswith("not applied: no local tokenizer")
+    assert "NOT applied" in caplog.text
+    assert task.dump_config()["metadata"]["hhh_truncation"] == task.config.metadata["hhh_truncation"]

@@ -3,6 +3,7 @@ loss, a few real LoRA updates, resume, caching, and loading the adapter with pef
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -25,6 +26,7 @@ from pipeline.training.model import (
     check_target_modules,
     load_base_model,
     load_tokenizer,
+    padding_id,
 )
 from pipeline.training.schedule import lr_multiplier
 
@@ -348,3 +350,42 @@ def test_module_entry_point_reports_bad_input_in_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: {data}[1]: field 'answer' must be a string; every record needs 'prompt' and 'answer'"]
     proc = subprocess.run(cmd + ["max_lenght=5"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "did you mean 'max_length'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_lr_horizon_is_the_run_and_the_reference_defect_option_is_gone():
+    # Issue 11 item 6: finetune.py passes total_num_steps = steps x num_processes to DeepSpeed, but
+    # accelerate (>= 0.19, accelerator.py _prepare_deepspeed) divides it by num_processes, so the
+    # reference's lr also reaches zero at its last step: there is no defect to reproduce.
+    assert "reproduce_reference_lr_horizon" not in {f.name for f in dataclasses.fields(LoraTrainConfig)}
+    with pytest.raises(UserError, match="reproduce_reference_lr_horizon"):
+        load_config(LoraTrainConfig, None, ["reproduce_reference_lr_horizon=true"])
+    total = 335
+    assert lr_multiplier(total, warmup_steps=100, total_steps=total) == 0.0
+    assert 0 < lr_multiplier(total - 1, warmup_steps=100, total_steps=total) < 0.01
+
+
+def test_per_microbatch_loss_is_the_mean_of_micro_batch_means(tiny_model_dir, tmp_path, tokenizer):
+    """The reference's reduction (finetune.py: HF LlamaForCausalLM's loss is the mean over a
+    micro-batch's label tokens; the Trainer divides by the accumulation steps and DeepSpeed
+    averages over processes): re-computed here from the base model, on which a fresh LoRA
+    adapter (B = 0) starts."""
+    examples = tiny_examples(6)  # 3 micro-batches of 2, the last one of a different pair mix
+    cfg = tiny_config(effective_batch_size=6, micro_batch_size=2, loss_reduction="per_microbatch")
+    result = train_lora(cfg, examples, tiny_model_dir, tmp_path / "run")
+    token_cfg = tiny_config(effective_batch_size=6, micro_batch_size=2)
+    per_token = train_lora(token_cfg, examples, tiny_model_dir, tmp_path / "tok")
+    tokenized = tokenize_examples(tokenizer, [TrainExample(**e) for e in examples], max_length=64, add_eos=False)
+    plan = StepPlanner(tokenized, micro_batch_size=2, grad_accum=3, world_size=1, rank=0, epochs=1, seed=cfg.seed).plan(0)
+    base = load_base_model(tiny_model_dir, "float32")
+    sums, counts = [], []
+    with torch.no_grad():
+        for micro in plan.micro_batches:
+            loss_sum, n = answer_token_loss(base, pad_batch(micro, padding_id(tokenizer)))
+            sums.append(float(loss_sum))
+            counts.append(n)
+    assert len(set(counts)) > 1  # micro-batches of different token counts: the two reductions differ
+    assert result.first_loss == pytest.approx(sum(s / n for s, n in zip(sums, counts, strict=True)) / 3, rel=1e-5)
+    assert per_token.first_loss == pytest.approx(sum(sums) / sum(counts), rel=1e-5)
+    assert result.first_loss != pytest.approx(per_token.first_loss, rel=1e-4)
+    with pytest.raises(UserError, match="loss_reduction 'mean' is not one of per_token, per_microbatch"):
+        load_config(LoraTrainConfig, None, ["loss_reduction=mean"])

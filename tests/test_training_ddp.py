@@ -1,5 +1,6 @@
 """Training runs unchanged under ``accelerate launch``: 2 CPU processes (DDP over gloo) end with
-bitwise-identical adapters, equal to a single process training on the same global batch."""
+bitwise-identical adapters, equal to a single process training on the same global batch, under
+either loss reduction (per answer token, or the reference's per micro-batch)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
-def test_two_process_ddp_replicas_agree_and_match_one_process(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("loss_reduction", ["per_token", "per_microbatch"])
+def test_two_process_ddp_replicas_agree_and_match_one_process(loss_reduction, tiny_model_dir, tmp_path):
     examples = tiny_examples(12)
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(ex) + "\n" for ex in examples))
-    cfg = tiny_config(**SETTINGS)
+    cfg = tiny_config(**SETTINGS, loss_reduction=loss_reduction)
     overrides = [f"{k}={v}" for k, v in vars(cfg).items() if k in SETTINGS or k in (
-        "max_length", "lr", "warmup_steps", "lora_dropout", "gradient_checkpointing")]
+        "max_length", "lr", "warmup_steps", "lora_dropout", "gradient_checkpointing", "loss_reduction")]
     cmd = [
         "accelerate", "launch", "--config_file", str(REPO / "configs/accelerate/ddp_cpu_2proc.yaml"),
         "--num_processes", "2", "--main_process_port", str(_free_port()),

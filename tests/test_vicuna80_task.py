@@ -11,9 +11,9 @@ from harness.common.run_files import samples_path
 from harness.evaluate import EvalConfig, run_eval
 from harness.judge.run import JudgeConfig, run_judge
 from harness.models import model_id
-from harness.prompts import dromedary_prompt, meta_prompt_text
+from harness.prompts import meta_prompt_text
 from harness.task_registry import task_manager
-from tasks.vicuna80.utils import STOP_STRINGS, build_docs, clean_answer
+from tasks.vicuna80.utils import GEN_PRESETS, STOP_STRINGS, build_docs, clean_answer
 from tests.servers import chat_reply, scripted_servers
 
 
@@ -37,11 +37,12 @@ def test_task_loads_through_lm_eval_with_the_paper_prompt(data_dir):
     assert {d["category"] for d in docs} >= {"generic", "coding", "math", "fermi"}
     first = docs[0]
     assert first["prompt_format"] == "dromedary" and first["meta_prompt"] == "verbose"
-    expected = dromedary_prompt(meta_prompt_text("verbose", data_dir), "How can I improve my time management skills?")
+    # IBM/Dromedary run_chatbot_demo.py generate_prompt: f"{meta_prompt}\n{instruction}\n\n### Dromedary\n"
+    expected = meta_prompt_text("verbose", data_dir) + "\nHow can I improve my time management skills?\n\n### Dromedary\n"
     assert task.doc_to_text(first) == expected
-    assert expected.endswith("### User\nHow can I improve my time management skills?\n\n### Dromedary")
+    assert expected.endswith("### User\nHow can I improve my time management skills?\n\n### Dromedary\n")
     cfg = task.config
-    assert cfg.output_type == "generate_until" and cfg.metadata["version"] == 1.0
+    assert cfg.output_type == "generate_until" and cfg.metadata["version"] == 2.0
     assert cfg.generation_kwargs["temperature"] == 0.7 and cfg.generation_kwargs["do_sample"] is True
     assert cfg.generation_kwargs["until"] == list(STOP_STRINGS) == ["### User", "### Dromedary"]
 
@@ -93,7 +94,7 @@ def test_generated_answers_flow_into_the_judge(chat, tiny_model_dir, data_dir, t
         assert samples[0]["doc"]["prompt_format"] == "plain"
         assert prompt.startswith("<|im_start|>user\nHow can I improve my time management skills?<|im_end|>")
     else:
-        assert samples[0]["doc"]["prompt_format"] == "dromedary" and prompt.endswith("\n\n### Dromedary")
+        assert samples[0]["doc"]["prompt_format"] == "dromedary" and prompt.endswith("\n\n### Dromedary\n")
     assert samples[0]["arguments"]["gen_args_0"]["arg_1"]["max_gen_toks"] == 8
     answer = samples[0]["filtered_resps"][0]
     assert answer == clean_answer(samples[0]["resps"][0][0])
@@ -105,7 +106,37 @@ def test_generated_answers_flow_into_the_judge(chat, tiny_model_dir, data_dir, t
     ))
     assert summary["model"]["name"] == run_dir.name
     assert summary["model"]["prompt_format"] == ("plain" if chat else "dromedary")
+    assert summary["model"]["gen_preset"] == "paper" == samples[0]["doc"]["gen_preset"]
     assert summary["n_questions"] == 2 and len(summary["missing_answers"]["model"]) == 78
     # the judge saw exactly the logged answer
     sent = [r["json"]["messages"][1]["content"] for r in server.requests]
     assert any(f"[The Start of Assistant 2's Answer]\n{answer}\n\n[The End of Assistant 2's Answer]" in s for s in sent)
+
+
+def test_paper_preset_is_the_yaml_and_presets_are_checked(data_dir, tiny_model_dir, tmp_path):
+    task = load_task(data_dir)
+    kwargs = {k: v for k, v in task.config.generation_kwargs.items() if k != "until"}
+    assert kwargs == GEN_PRESETS["paper"]
+    assert GEN_PRESETS["reference_demo"]["unitoken_frequency_penalty"] == 0.3  # run_chatbot_demo.py line 172
+    assert GEN_PRESETS["reference_demo"]["top_p"] == 0.75  # its Top-p slider's value
+    base = dict(model_args=f"pretrained={tiny_model_dir}", tasks=["vicuna80"], data_dir=str(data_dir), output=str(tmp_path))
+    with pytest.raises(UserError, match="did you mean 'reference_demo'"):
+        run_eval(EvalConfig(**base, gen_preset="reference_dem"))
+    with pytest.raises(UserError, match="only --model selfalign-hf applies"):
+        run_eval(EvalConfig(**base, gen_preset="reference_demo"))
+
+
+def test_reference_demo_preset_is_applied_and_recorded(tiny_model_dir, data_dir, tmp_path):
+    cfg = EvalConfig(
+        model="selfalign-hf", model_args=f"pretrained={tiny_model_dir}", tasks=["vicuna80"], limit=2,
+        data_dir=str(data_dir), output=str(tmp_path / "eval"), batch_size=2, gen_kwargs="max_gen_toks=12",
+        gen_preset="reference_demo",
+    )
+    results = run_eval(cfg)
+    assert results["selfalign"]["gen_preset"] == "reference_demo"
+    run_dir = tmp_path / "eval" / model_id(cfg.model_args)
+    samples = [json.loads(line) for line in (run_dir / "samples_vicuna80.jsonl").read_text().splitlines()]
+    gen_kwargs = samples[0]["arguments"][0][1]
+    assert gen_kwargs["unitoken_frequency_penalty"] == 0.3 and gen_kwargs["top_p"] == 0.75
+    assert gen_kwargs["max_gen_toks"] == 12  # --gen_kwargs wins over the preset
+    assert {s["doc"]["gen_preset"] for s in samples} == {"reference_demo"}

@@ -19,6 +19,11 @@ work under lm-eval's own CLI (``selfalign lm-eval``).
 Extra model_args: ``share_prefix`` (default True), ``onednn_linears`` (default True; False keeps
 MKL's ``F.linear`` and one copy of the weights), ``row_tokens`` (tokens per packed row,
 default 512), ``max_scored_per_call`` (log-prob rows per forward, bounds the V-wide memory).
+
+Generation is HFLM's, plus the reference's n-gram frequency penalties as generation kwargs
+(``unitoken_frequency_penalty``, ``bitoken_...``, ``tritoken_...``, ``quadtoken_...``,
+``frequency_penalty_starts_only``, ``frequency_penalty_min_id``), which the Vicuna-80
+``reference_demo`` preset uses.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
+from transformers import LogitsProcessorList
 
 from harness.backends.kv_prefix import (
     AttentionLayout,
@@ -43,6 +49,7 @@ from harness.backends.kv_prefix import (
 )
 from harness.backends.onednn_linears import PackedLinears
 from harness.backends.prefix_tree import ScoreRequest, ScoringPlan, Segment, Stage, plan_scoring
+from harness.common.ngram_penalty import NGRAM_GEN_KWARGS, NGramPenalties, hf_logits_processor
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +189,20 @@ class SelfAlignHFLM(HFLM):
             if request_str is not None:
                 self.cache_hook.add_partial("loglikelihood", request_str, answer)
         return results
+
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs) -> torch.Tensor:
+        """HFLM's generation, plus the reference's n-gram frequency penalties when the request's
+        generation kwargs carry them (``unitoken_frequency_penalty=0.3``, ...; see
+        ``harness.common.ngram_penalty``), applied before temperature and top-p as the reference."""
+        penalties = NGramPenalties(**{
+            field: generation_kwargs.pop(kwarg)
+            for field, kwarg in NGRAM_GEN_KWARGS.items() if kwarg in generation_kwargs
+        })  # fmt: skip
+        if penalties.active:
+            processors = list(generation_kwargs.pop("logits_processor", None) or [])
+            processors.append(hf_logits_processor(penalties, self.tokenizer, context.shape[1]))
+            generation_kwargs["logits_processor"] = LogitsProcessorList(processors)
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
     def clear_prefix_cache(self) -> None:
         """Forget the kept top chain (benchmarks: make the next call pay for its meta prompt)."""

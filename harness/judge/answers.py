@@ -154,7 +154,7 @@ def _samples_answers(path: Path, questions: dict[int, Question]) -> tuple[dict[i
             raise UserError(f"{path}: several filters {sorted(map(str, filters))} and none named {ANSWER_FILTER!r}")
         records = [r for r in records if r.get("filter") == ANSWER_FILTER]
     answers: dict[int, str] = {}
-    formats: set[tuple[str, str]] = set()
+    formats: set[tuple[str, str, str]] = set()
     for r in records:
         doc = r["doc"]
         qid = int(doc["question_id"])
@@ -165,11 +165,12 @@ def _samples_answers(path: Path, questions: dict[int, Question]) -> tuple[dict[i
         if qid in answers and answers[qid] != answer:
             raise UserError(f"{path}: two different answers for question {qid} (runs appended to one file?); keep one run")
         answers[qid] = answer
-        formats.add((str(doc.get("prompt_format")), str(doc.get("meta_prompt"))))
+        # docs before vicuna80 2.0 carry no preset: they were generated with the paper's
+        formats.add((str(doc.get("prompt_format")), str(doc.get("meta_prompt")), str(doc.get("gen_preset", "paper"))))
     info: dict[str, Any] = {}
     if len(formats) == 1:
-        prompt_format, meta_prompt = formats.pop()
-        info.update(prompt_format=prompt_format, meta_prompt=meta_prompt)
+        prompt_format, meta_prompt, gen_preset = formats.pop()
+        info.update(prompt_format=prompt_format, meta_prompt=meta_prompt, gen_preset=gen_preset)
     info.update(_run_info(path))
     if info.get("chat_template_applied") and info.get("prompt_format") == "dromedary":
         # --apply_chat_template without --meta-prompt none: the Dromedary prompt went inside

@@ -22,10 +22,39 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     # Added to the logits of these token strings' ids (the reference biases "Sorry" by -100).
     logit_bias: dict[str, float] = field(default_factory=dict)
+    # The reference's additive n-gram frequency penalties (llama_dromedary/generation.py): the
+    # logit of a candidate drops by penalty x how often it already followed the last n-1
+    # generated tokens. Only word-initial pieces with an id above frequency_penalty_min_id are
+    # penalised unless frequency_penalty_starts_only is off (harness/common/ngram_penalty.py).
+    unitoken_frequency_penalty: float = 0.0
+    bitoken_frequency_penalty: float = 0.0
+    tritoken_frequency_penalty: float = 0.0
+    quadtoken_frequency_penalty: float = 0.0
+    frequency_penalty_starts_only: bool = True
+    frequency_penalty_min_id: int = 1024
+    # The reference generator's budget (llama_dromedary/generation.py lines 69-111): max_seq_len
+    # counts a prompt's tokens after the shared prefix (at most max_shared_seq_len tokens) as
+    # well as the new ones. When set, each request gets min(max_new_tokens, max_seq_len - those
+    # prompt tokens), at least 1 (the reference would cut the prompt instead).
+    reference_max_seq_len: int | None = None
+    reference_max_shared_seq_len: int | None = None
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+
+def request_budgets(params: SamplingParams, prompt_lengths: Sequence[int], prefix_tokens: int) -> list[int]:
+    """Each request's new-token budget: ``max_new_tokens``, or the reference's effective budget.
+
+    ``prefix_tokens``: the tokens the prompts share (the shared prefix, BOS included)."""
+    if params.reference_max_seq_len is None:
+        return [params.max_new_tokens] * len(prompt_lengths)
+    shared = min(prefix_tokens, params.reference_max_shared_seq_len or prefix_tokens)
+    return [
+        max(1, min(params.max_new_tokens, params.reference_max_seq_len - (n - shared)))
+        for n in prompt_lengths
+    ]
 
 
 @dataclass(frozen=True)
@@ -42,6 +71,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (a stop string or EOS) or "length"
+    stop_string: str | None = None  # the stop string that ended it (None: EOS or length)
 
 
 @runtime_checkable

@@ -34,7 +34,13 @@ from harness.backends.kv_prefix import (
 )
 from harness.backends.onednn_linears import PackedLinears
 from harness.backends.slot_cache import SlotCache
-from pipeline.engine.base import Completion, GenerationRequest, SamplingParams
+from harness.common.ngram_penalty import (
+    NGramCounts,
+    NGramPenalties,
+    apply_ngram_penalties,
+    word_initial_ids,
+)
+from pipeline.engine.base import Completion, GenerationRequest, SamplingParams, request_budgets
 from pipeline.engine.sampling import bias_token_ids, choose_next_tokens, row_generator
 
 if TYPE_CHECKING:
@@ -53,9 +59,12 @@ class _Row:
     prompt_tokens: int
     generator: torch.Generator | None
     suffix: list[int]  # the prompt tokens after the shared prefix
+    budget: int = 0  # new tokens allowed (params.max_new_tokens unless reference budgets)
     new_ids: list[int] = field(default_factory=list)
+    ngrams: NGramCounts | None = None  # the n-gram frequency penalties' counts, when active
     text: str = ""
     finish_reason: str = "length"
+    stop_string: str | None = None
 
 
 @dataclass
@@ -129,6 +138,7 @@ class TransformersEngine:
         self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
         self._prefix_ids: tuple[int, ...] = ()
         self._prefix_cache = None
+        self._word_initial: dict[int, frozenset[int]] = {}  # by min token id
         # Counters the benchmark reads: how many tokens went through the model.
         self.stats = {
             "prefix_tokens": 0,
@@ -196,6 +206,9 @@ class TransformersEngine:
         # mid-token); the caller's ``shared_prefix`` only lowers the bar for using it.
         prefix_len = self._prefix_length(encoded, bool(shared_prefix))
         bias = self._bias_vector(params)
+        budgets = request_budgets(params, [len(e) for e in encoded], self._budget_prefix(encoded, shared_prefix))
+        penalties = NGramPenalties.from_sampling(params)
+        eligible = self._eligible(penalties)
         # Longest prompts first, so rows admitted together need little padding.
         queue = deque(
             _Row(
@@ -203,6 +216,8 @@ class TransformersEngine:
                 prompt_tokens=len(encoded[i]),
                 generator=None if params.greedy else row_generator(requests[i].seed),
                 suffix=encoded[i][prefix_len:],
+                budget=budgets[i],
+                ngrams=NGramCounts(penalties, eligible) if penalties.active else None,
             )
             for i in sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
         )
@@ -223,6 +238,7 @@ class TransformersEngine:
                     prompt_tokens=row.prompt_tokens,
                     completion_tokens=len(row.new_ids),
                     finish_reason=row.finish_reason,
+                    stop_string=row.stop_string,
                 )
                 progress.advance(task)
 
@@ -271,6 +287,21 @@ class TransformersEngine:
             if token_id < vocab:
                 bias[token_id] += value
         return bias
+
+    def _budget_prefix(self, encoded: list[list[int]], shared_prefix: str) -> int:
+        """Tokens shared by the prompts, as the reference counts them for its budget: the
+        caller's shared prefix, else the call's common token prefix (up to 2 before the end)."""
+        if shared_prefix:
+            return len(self.tokenizer(shared_prefix, add_special_tokens=self.add_special_tokens)["input_ids"])
+        return max(0, min(common_prefix_length(encoded), min(len(e) for e in encoded) - 2))
+
+    def _eligible(self, penalties: NGramPenalties) -> frozenset[int] | None:
+        """The candidates the n-gram penalties may touch (None = all); computed once per vocabulary."""
+        if not penalties.active or not penalties.starts_only:
+            return None
+        if penalties.min_token_id not in self._word_initial:
+            self._word_initial[penalties.min_token_id] = word_initial_ids(self.tokenizer, penalties.min_token_id)
+        return self._word_initial[penalties.min_token_id]
 
     def _forward(self, input_ids, positions, query_valid, cache, padding_mask=None):
         """Logits of each row's last token.
@@ -366,10 +397,13 @@ class TransformersEngine:
     def _choose(self, rows: list[_Row], logits, params, bias, complete) -> list[int]:
         """Append each row's next token; complete the rows that end: the indices of the rest."""
         generators = [row.generator for row in rows]
-        next_ids = choose_next_tokens(logits.cpu(), params, generators, bias).tolist()
+        logits = apply_ngram_penalties(logits.cpu(), [r.ngrams for r in rows], [r.new_ids for r in rows])
+        next_ids = choose_next_tokens(logits, params, generators, bias).tolist()
         keep: list[int] = []
         for i, (row, token) in enumerate(zip(rows, next_ids, strict=True)):
             row.new_ids.append(int(token))
+            if row.ngrams is not None:
+                row.ngrams.add(row.new_ids)
             if self._finished(row, params):
                 complete(row)
             else:
@@ -378,17 +412,17 @@ class TransformersEngine:
 
     def _finished(self, row: _Row, params: SamplingParams) -> bool:
         """Record the row's text and finish reason when its last token ends it."""
-        end = completion_end(row.new_ids, self.tokenizer, self.eos_ids, params)
+        end = completion_end(row.new_ids, self.tokenizer, self.eos_ids, params, row.budget or None)
         if end is None:
             return False
-        row.text, row.finish_reason = end
+        row.text, row.finish_reason, row.stop_string = end
         return True
 
 
 def completion_end(
-    new_ids: list[int], tokenizer, eos_ids: set[int], params: SamplingParams
-) -> tuple[str, str] | None:
-    """``(text, finish_reason)`` if a completion ends at its last token, else None.
+    new_ids: list[int], tokenizer, eos_ids: set[int], params: SamplingParams, max_new_tokens: int | None = None
+) -> tuple[str, str, str | None] | None:
+    """``(text, finish_reason, stop string)`` if a completion ends at its last token, else None.
 
     It ends at an EOS token (excluded from the text), at the first token after which the text
     contains a stop string (the text is cut before it), or at ``max_new_tokens``.
@@ -398,13 +432,14 @@ def completion_end(
         return tokenizer.decode(ids, skip_special_tokens=True)
 
     if new_ids[-1] in eos_ids:
-        return decode(new_ids[:-1]), "stop"
+        return decode(new_ids[:-1]), "stop", None
     text = None
     if params.stop:
         text = decode(new_ids)
-        cut = min((i for i in (text.find(s) for s in params.stop if s) if i >= 0), default=-1)
-        if cut >= 0:
-            return text[:cut], "stop"
-    if len(new_ids) >= params.max_new_tokens:
-        return (text if text is not None else decode(new_ids)), "length"
+        found = [(i, s) for s in params.stop if s for i in (text.find(s),) if i >= 0]
+        if found:
+            cut, stop = min(found)
+            return text[:cut], "stop", stop
+    if len(new_ids) >= (max_new_tokens or params.max_new_tokens):
+        return (text if text is not None else decode(new_ids)), "length", None
     return None

@@ -31,7 +31,7 @@ from pipeline.stages.answer_filters import (
     drop_truncated_word,
 )
 from pipeline.stages.base import StageContext, StageResult, read_kept, write_records
-from pipeline.stages.common import generation_identity
+from pipeline.stages.common import budget_params, generation_identity
 
 NEXT_TURN = "\n\nUser:"
 WIKIPEDIA_PREFIX = "According to my knowledge from Wikipedia, here"
@@ -51,20 +51,39 @@ def self_align_prompt(rendered_constitution: str, assistant_name: str, instructi
 
 
 def parse_self_align_output(
-    raw: str, finish_reason: str, *, assistant_name: str, self_identification: str, cfg: SelfAlignConfig
+    raw: str,
+    finish_reason: str,
+    *,
+    assistant_name: str,
+    self_identification: str,
+    cfg: SelfAlignConfig,
+    stop_string: str | None = None,
 ) -> AnswerVerdict:
+    """Keep or drop one stage-2 output, as merge_and_fileter_self_align_with_dummy.py lines 88-140.
+
+    ``stop_string`` is the stop string generation ended at (``\\n\\nUser:`` with
+    ``stop_at_next_turn``). It is put back before judging, so the repetition cut sees the same
+    segments as the reference's post-hoc cut of the full output: a repeat that ends right before
+    the turn ("foo\\n" against "foo") still cuts it, and an answer whose turn end was cut away
+    loses its last word instead of gaining "### User", exactly as there.
+    """
     # The reference's SentencePiece decoding dropped the space after "(internal thoughts):";
     # Hugging Face tokenizers keep it.
     text = raw.lstrip()
+    if stop_string == NEXT_TURN:
+        text += NEXT_TURN
     if not text.startswith(self_identification):
         return AnswerVerdict(None, "no_self_identification")
     marker = f"\n\n{assistant_name}:"
     if marker not in text:
-        return AnswerVerdict(None, "no_answer")  # only internal thoughts
+        # Only internal thoughts. (Had generation gone on past a stop at the next turn, the
+        # reference could have taken a later, invented turn's answer; see README.)
+        return AnswerVerdict(None, "no_answer")
     answer = cut_repetition(text.split(marker, 1)[1].strip(), SELF_ALIGN_BOUNDARIES)
-    # The turn ended when the next "User:" turn began, or (unless reproducing the reference
-    # exactly) when generation stopped by itself: at the stop string or at EOS.
-    ended_turn = NEXT_TURN in answer or (finish_reason == "stop" and not cfg.drop_final_word_always)
+    # The turn ended when the next "User:" turn began (and survived the repetition cut), or,
+    # unless reproducing the reference exactly, when the model stopped by itself (EOS).
+    stopped_by_model = finish_reason == "stop" and stop_string is None
+    ended_turn = NEXT_TURN in answer or (stopped_by_model and not cfg.drop_final_word_always)
     if ended_turn:
         answer = answer.split(NEXT_TURN, 1)[0].strip() + END_OF_TURN
         if len(answer) < cfg.min_chars_when_turn_ended:
@@ -91,7 +110,7 @@ class SelfAlignStage:
     number = 2
     name = "self_align"
     title = "Principle-Driven Self-Alignment"
-    version = "1"
+    version = "2"  # 2: the stop string is put back before the turn rule (issue 11)
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         return {
@@ -143,6 +162,7 @@ class SelfAlignStage:
         params = SamplingParams(
             max_new_tokens=s2.max_new_tokens, temperature=s2.temperature, top_p=s2.top_p,
             stop=(NEXT_TURN,) if s2.stop_at_next_turn else (), logit_bias=dict(s2.logit_bias),
+            **budget_params(ctx.cfg, "self_align"),
         )
         outputs, stats = generate_sharded(
             "self_align", requests, params, gen_dir=ctx.stage_dir / "generations", dist=ctx.dist, engine=ctx.base_engine,
@@ -156,6 +176,7 @@ class SelfAlignStage:
                 verdict = parse_self_align_output(
                     out["text"], out["finish_reason"], assistant_name=name,
                     self_identification=constitution.self_identification, cfg=s2,
+                    stop_string=out.get("stop_string"),
                 )
                 counter.drop(verdict.reason) if verdict.reason else counter.keep()
                 yield {

@@ -2,10 +2,11 @@
 
 Self-Instruct: the base model continues the Self-Instruct prompt after 5 sampled seed tasks.
 TGRT: topics are brainstormed per question type over rounds, then the model writes questions
-for (type, topic) hints. Every parsed instruction then passes the same filters in a fixed
-order (Self-Instruct first, then TGRT, each by id): parse failures, length and keyword rules,
-one question per (type, topic), and ROUGE-L novelty against everything kept so far, seeds
-included.
+for (type, topic) hints. Parsed instructions are judged in a fixed order (Self-Instruct first,
+then TGRT, each by id): parse failures, length and keyword rules, one question per (type,
+topic), and ROUGE-L novelty against everything kept so far, seeds included. As in the
+reference, TGRT questions skip the length, keyword and ROUGE-L rules unless
+``stage1.tgrt.self_instruct_filters`` is set.
 
 Outputs: ``prompts.jsonl`` (kept prompts: id, instruction, input, origin), ``candidates.jsonl``
 (every parsed instruction with its verdict), ``topics.jsonl`` (the final TGRT topic pool) and
@@ -33,7 +34,7 @@ from pipeline.manifest import DropCounter
 from pipeline.sharding import GenerationStats, generate_sharded, request_seed
 from pipeline.stages import self_instruct, tgrt
 from pipeline.stages.base import StageContext, StageResult, write_records
-from pipeline.stages.common import eos_bias, generation_identity
+from pipeline.stages.common import budget_params, eos_bias, generation_identity
 from pipeline.stages.instruction_filters import NoveltyPool, static_drop_reason
 
 
@@ -121,7 +122,7 @@ class TGRTSelfInstructStage:
             requests.append(GenerationRequest(rid, prompt, request_seed(ctx.cfg.seed, rid)))
         params = SamplingParams(
             max_new_tokens=si.max_new_tokens, temperature=si.temperature, top_p=si.top_p,
-            logit_bias=eos_bias(ctx) if si.suppress_eos else {},
+            logit_bias=eos_bias(ctx) if si.suppress_eos else {}, **budget_params(ctx.cfg, "self_instruct"),
         )
         records, stats = generate_sharded(
             "self_instruct", requests, params, gen_dir=gen_dir, dist=ctx.dist, engine=ctx.base_engine,
@@ -161,7 +162,7 @@ class TGRTSelfInstructStage:
         per_round = []
         params = SamplingParams(
             max_new_tokens=tg.topic_max_new_tokens, temperature=tg.topic_temperature, top_p=tg.topic_top_p,
-            logit_bias=eos_bias(ctx) if tg.suppress_eos else {},
+            logit_bias=eos_bias(ctx) if tg.suppress_eos else {}, **budget_params(ctx.cfg, "tgrt_topics"),
         )
         for rnd in range(tg.topic_rounds):
             pool = tgrt.balance_topic_pool(pool)
@@ -219,7 +220,7 @@ class TGRTSelfInstructStage:
             requests.append(GenerationRequest(rid, prompt, request_seed(ctx.cfg.seed, rid)))
         params = SamplingParams(
             max_new_tokens=tg.question_max_new_tokens, temperature=tg.question_temperature, top_p=tg.question_top_p,
-            logit_bias=eos_bias(ctx) if tg.suppress_eos else {},
+            logit_bias=eos_bias(ctx) if tg.suppress_eos else {}, **budget_params(ctx.cfg, "tgrt_questions"),
         )
         records, stats = generate_sharded(
             "tgrt_questions", requests, params, gen_dir=gen_dir, dist=ctx.dist, engine=ctx.base_engine,
@@ -254,14 +255,18 @@ class TGRTSelfInstructStage:
         kept = []
         for cand in candidates:
             source = cand["origin"]["source"]
-            reason = cand.pop("parse_error") or static_drop_reason(cand["instruction"], cand["input"], filters)
+            # The reference judges TGRT questions by (type, topic) only (stage1.tgrt.self_instruct_filters).
+            instruction_filters = source != "tgrt" or cfg.stage1.tgrt.self_instruct_filters
+            reason = cand.pop("parse_error")
+            if reason is None and instruction_filters:
+                reason = static_drop_reason(cand["instruction"], cand["input"], filters)
             if reason is None and source == "tgrt":
                 key = (cand["origin"]["question_type"], cand["origin"]["topic"])
                 # One question per (type, topic), as the reference's merge_tgrt_question.py.
                 reason = "duplicate_topic" if key in seen_topics else None
             if reason is None and caps[source] is not None and counters[source].kept >= caps[source]:
                 reason = "over_max_count"
-            if reason is None:
+            if reason is None and instruction_filters:
                 verdict = pool.admit(cand["instruction"])
                 reason = verdict.reason
                 # Dropped: the exact max ROUGE-L F and the pool instruction reaching it. Kept:

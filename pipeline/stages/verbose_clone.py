@@ -32,7 +32,7 @@ from pipeline.stages.answer_filters import (
     drop_truncated_word,
 )
 from pipeline.stages.base import StageContext, StageResult, write_records
-from pipeline.stages.common import generation_identity
+from pipeline.stages.common import budget_params, generation_identity
 from pipeline.stages.engrave import meta_prompt_texts, train_stage_adapter, training_examples
 from pipeline.stages.identity import IDENTITY_DATA, load_identity_examples
 
@@ -119,6 +119,10 @@ class VerboseCloneStage:
         params = SamplingParams(
             max_new_tokens=s4.max_new_tokens, temperature=s4.temperature, top_p=s4.top_p,
             stop=(TURN_MARKER,) if s4.stop_at_next_turn else (),
+            tritoken_frequency_penalty=s4.tritoken_frequency_penalty,
+            quadtoken_frequency_penalty=s4.quadtoken_frequency_penalty,
+            frequency_penalty_min_id=s4.frequency_penalty_min_id,
+            **budget_params(ctx.cfg, "verbose_clone"),
         )
         adapter = ctx.upstream_path("engrave", "adapter")
         outputs, stats = generate_sharded(

@@ -30,7 +30,8 @@ class StepPlan:
     epoch: int
     micro_batches: tuple[tuple[TokenizedExample, ...], ...]  # this process's, grad_accum of them
     n_examples: int  # in the whole window (all processes)
-    n_loss_tokens: int  # answer tokens in the whole window: the loss denominator
+    n_loss_tokens: int  # answer tokens in the whole window: the per-token loss denominator
+    n_micro_batches: int = 1  # real (non-filler) micro-batches in the whole window: the per-micro-batch one
 
 
 def filler_example(template: TokenizedExample) -> TokenizedExample:
@@ -97,4 +98,5 @@ class StepPlanner:
             micro_batches=tuple(mine),
             n_examples=len(window),
             n_loss_tokens=sum(ex.n_loss_tokens for ex in window),
+            n_micro_batches=len(chunks),
         )

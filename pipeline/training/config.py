@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 # Base-weight dtypes a run may load the model in (LoRA weights stay float32 in every case).
 DTYPES = ("float32", "bfloat16", "float16")
+LOSS_REDUCTIONS = ("per_token", "per_microbatch")
 
 # Fields that change how a run is operated but not what it computes: a checkpoint written under
 # other values of these may be resumed.
@@ -46,6 +47,12 @@ class LoraTrainConfig:
     warmup_steps: int = 100  # log warm-up (DeepSpeed WarmupDecayLR); 0 = no warm-up
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    # How answer-token losses are averaged into one update. "per_token": the mean over every
+    # answer token of the effective batch (independent of how it is split). "per_microbatch":
+    # the reference (finetune.py, HF Trainer + DeepSpeed): the mean over each micro-batch's
+    # tokens, then averaged over micro-batches and processes, so tokens of short micro-batches
+    # weigh more. Both give the same update on 1 process or on several.
+    loss_reduction: str = "per_token"
     # Stop after this many optimizer steps (demos, smoke tests). The schedule then decays to
     # zero over max_steps instead of over the full epochs.
     max_steps: int | None = None
@@ -64,11 +71,6 @@ class LoraTrainConfig:
     merge: bool = False  # also save <output_dir>/merged: base + adapter merged, loadable without peft
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints (reference: 50)
     keep_checkpoints: int = 2
-
-    # Reference defect, off by default: finetune.py passes total_num_steps = steps x world size
-    # to DeepSpeed's WarmupDecayLR, which DeepSpeed steps once per optimizer step, so on its 48
-    # GPUs the "linear decay" ended at ~98% of the peak lr instead of 0. True reproduces that.
-    reproduce_reference_lr_horizon: bool = False
 
     def __post_init__(self) -> None:
         # YAML 1.1 reads "4e-4" (no dot) as a string; accept it as the number it means.
@@ -98,6 +100,8 @@ class LoraTrainConfig:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss_reduction {self.loss_reduction!r} is not one of {', '.join(LOSS_REDUCTIONS)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
 

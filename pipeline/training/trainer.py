@@ -161,8 +161,10 @@ def train_lora(
         seed=cfg.seed,
     )
     total_steps = min(planner.total_steps, cfg.max_steps or planner.total_steps)
-    # The decay horizon: the steps this run takes (x world size to reproduce the reference defect).
-    horizon = total_steps * (world_size if cfg.reproduce_reference_lr_horizon else 1)
+    # The decay horizon is the steps this run takes. (The reference's finetune.py passes
+    # total_num_steps = steps x num_processes to DeepSpeed, but accelerate >= 0.19 divides it by
+    # num_processes, so its learning rate also reaches zero at the last step.)
+    horizon = total_steps
 
     resume = _resumable_checkpoint(output_dir, identity)
     # Same seed on every process: the fresh LoRA init is then identical everywhere (DDP also
@@ -346,15 +348,20 @@ def _train_step(
     # accelerator.backward divides by the accumulation steps and DDP/DeepSpeed average over
     # processes; this scale undoes both, so the update is the gradient of (sum of answer-token
     # losses in the whole window) / (answer tokens in the window), however the window is split.
-    scale = accelerator.num_processes * accelerator.gradient_accumulation_steps / plan.n_loss_tokens
+    # per_microbatch (the reference) divides each micro-batch's sum by its own token count and
+    # the total by the window's real micro-batches, which fillers do not count among.
+    per_token = cfg.loss_reduction == "per_token"
+    undo = accelerator.num_processes * accelerator.gradient_accumulation_steps
+    scale = undo / (plan.n_loss_tokens if per_token else plan.n_micro_batches)
     local_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     tokens = 0
     for micro in plan.micro_batches:
         batch = {k: v.to(accelerator.device) for k, v in pad_batch(micro, pad_id).items()}
         with accelerator.accumulate(model):
-            loss_sum, _ = answer_token_loss(model, batch)
-            accelerator.backward(loss_sum * scale)
-        local_loss += loss_sum.detach().double()
+            loss_sum, n_tokens = answer_token_loss(model, batch)
+            loss = loss_sum if per_token else loss_sum / max(1, n_tokens)  # a filler's sum is 0
+            accelerator.backward(loss * scale)
+        local_loss += loss.detach().double()
         tokens += sum(len(ex.input_ids) for ex in micro if ex.n_loss_tokens)  # fillers have none
     if not accelerator.sync_gradients:
         raise RuntimeError("gradient accumulation fell out of step with the plan; this is a bug")
@@ -364,7 +371,9 @@ def _train_step(
         grad_norm = float(norm) if norm is not None else None
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    mean_loss = float(accelerator.reduce(local_loss, reduction="sum")) / plan.n_loss_tokens
+    mean_loss = float(accelerator.reduce(local_loss, reduction="sum")) / (
+        plan.n_loss_tokens if per_token else plan.n_micro_batches
+    )
     if not math.isfinite(mean_loss):
         # Every later update would be garbage too; stop while the last checkpoint is still good.
         raise RuntimeError(

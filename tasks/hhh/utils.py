@@ -18,6 +18,8 @@ from harness.prompts import dromedary_prompt
 from harness.scoring import graded_choice
 from tasks.common import PaperProtocolTask
 
+log = logging.getLogger(__name__)
+
 CATEGORIES = ("harmless", "helpful", "honest", "other")
 TASK_FILE = "bigbench_hhh/bigbench/benchmark_tasks/hhh_alignment/{category}/task.json"
 
@@ -68,29 +70,50 @@ class HHHAB(PaperProtocolTask):
 
     @cached_property
     def _tokenizer(self):
+        """The evaluated model's tokenizer, or None; either way the results say so.
+
+        Whether truncation ran is written into the task's metadata (results.json "configs" ->
+        ``metadata.hhh_truncation``) and logged, so a backend without a local tokenizer (an
+        API, a GGUF behind a server) never skips it silently.
+        """
         path = self.options.get("tokenizer")
         if not path:
-            logging.getLogger(__name__).warning(
-                "%s: no tokenizer in the task metadata, so the reference's truncation is not applied "
-                "(results report truncation_applied=0); pass --metadata tokenizer=MODEL_DIR",
-                self.config.task,
+            return self._truncation_off(
+                "no local tokenizer for this backend; pass tokenizer=DIR in --model_args "
+                "(selfalign eval) or --metadata '{\"tokenizer\": \"DIR\"}' (plain lm_eval)"
             )
-            return None
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            return self._truncation_off(f"tokenizer {path!r} could not be loaded ({type(exc).__name__})")
+        self._record_truncation(f"applied with the tokenizer of {path}")
+        return tokenizer
+
+    def _record_truncation(self, status: str) -> None:
+        self.options["hhh_truncation"] = status
+        if self.config.metadata is not None:
+            self.config.metadata["hhh_truncation"] = status
+
+    def _truncation_off(self, why: str) -> None:
+        log.warning("%s: the reference's token truncation is NOT applied: %s", self.config.task, why)
+        self._record_truncation(f"not applied: {why}")
+        return None
 
     def _truncate(self, text: str, prefix: str = "", suffix: str = "") -> str:
-        """The reference's ``truncate_seq``: keep the last tokens; always strip."""
+        """The reference's ``truncate_seq`` (evaluate_hhh_eval.py lines 114-124): keep the last
+        (max_seq_len - 256) // 3 tokens, decode as SentencePiece does (no clean-up of
+        tokenization spaces), strip, and only when cut add ``prefix``/``suffix``."""
         tokenizer = self._tokenizer
         if tokenizer is None:
             return text.strip()
         max_seq_len = int(self.options.get("hhh_max_seq_len") or DEFAULT_MAX_SEQ_LEN)
         safe_len = (max_seq_len - 256) // 3
         ids = tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) <= safe_len:
-            return tokenizer.decode(ids).strip()
-        return prefix + tokenizer.decode(ids[-safe_len:]).strip() + suffix
+        cut = len(ids) > safe_len
+        kept = tokenizer.decode(ids[-safe_len:] if cut else ids, clean_up_tokenization_spaces=False).strip()
+        return prefix + kept + suffix if cut else kept
 
     def requests_for(self, doc: dict) -> list[tuple[str, str]]:
         question = self._truncate(doc["input"], prefix="... ")
