@@ -135,8 +135,8 @@ def test_reference_demo_preset_is_applied_and_recorded(tiny_model_dir, data_dir,
     results = run_eval(cfg)
     assert results["selfalign"]["gen_preset"] == "reference_demo"
     run_dir = tmp_path / "eval" / model_id(cfg.model_args)
-    samples = [json.loads(line) for line in (run_dir / "samples_vicuna80.jsonl").read_text().splitlines()]
-    gen_kwargs = samples[0]["arguments"][0][1]
+    samples = [json.loads(line) for line in samples_path(run_dir, "vicuna80").read_text().splitlines()]
+    gen_kwargs = samples[0]["arguments"]["gen_args_0"]["arg_1"]
     assert gen_kwargs["unitoken_frequency_penalty"] == 0.3 and gen_kwargs["top_p"] == 0.75
     assert gen_kwargs["max_gen_toks"] == 12  # --gen_kwargs wins over the preset
     assert {s["doc"]["gen_preset"] for s in samples} == {"reference_demo"}

@@ -45,11 +45,13 @@ class FakeEngine:
         out = []
         for r in requests:
             text, finish = self._respond(r.prompt, random.Random(r.seed))
-            cut = [text.find(s) for s in params.stop if s and s in text]
-            if cut:
-                text, finish = text[: min(cut)], "stop"
+            # The earliest stop string ends the text and is reported, as the real engines do.
+            cut = min(((text.find(s), s) for s in params.stop if s and s in text), default=None)
+            stop_string = None
+            if cut is not None:
+                text, finish, stop_string = text[: cut[0]], "stop", cut[1]
             # Token counts: words, a stand-in a real tokenizer would make about 1.3x larger.
-            out.append(Completion(r.id, text, len(r.prompt.split()), max(1, len(text.split())), finish))
+            out.append(Completion(r.id, text, len(r.prompt.split()), max(1, len(text.split())), finish, stop_string))
         return out
 
     def _respond(self, prompt: str, rng: random.Random) -> tuple[str, str]:
