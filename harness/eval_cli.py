@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.common.preflight import nonnegative_int
 from harness.evaluate import DEFAULT_TASKS, EvalConfig, run_eval, summary_rows
 
 
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen_kwargs", "--gen-kwargs", dest="gen_kwargs", default=None)
     p.add_argument("--no-cache", dest="use_cache", action="store_false", help="do not reuse or write the response cache")
     p.add_argument("--model-id", dest="model_id", default=None, help="name of the output subdirectory")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=nonnegative_int, default=1234)
     p.set_defaults(func=main)
 
 

@@ -71,6 +71,32 @@ def stage_hash(stage_config: Any, upstream: dict[str, str], data_files: dict[str
     return config_hash({"config": to_jsonable(stage_config), "upstream": upstream, "data": data_files}, salt)
 
 
+def _canonical_json(value: Any) -> Any:
+    """Sorted keys (by json.dumps) and sorted lists of strings: sets that libraries write in any order."""
+    if isinstance(value, dict):
+        return {k: _canonical_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_canonical_json(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
+    return value
+
+
+def _content(path: Path) -> bytes:
+    """A file's bytes, or for a ``.json`` file its canonical form.
+
+    peft writes ``adapter_config.json``'s ``target_modules`` from a set, so byte-identical
+    adapters get differently ordered configs from run to run; hashing the canonical form keeps
+    the hash (and every downstream stage's reuse key) a function of what was computed.
+    """
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        try:
+            return json.dumps(_canonical_json(json.loads(data)), sort_keys=True, ensure_ascii=False).encode()
+        except ValueError:
+            return data
+    return data
+
+
 def files_hash(paths: list[Path]) -> str:
     """One hash over the contents of a stage's primary outputs (what downstream stages key on)."""
     h = hashlib.sha256()
@@ -78,9 +104,9 @@ def files_hash(paths: list[Path]) -> str:
         h.update(p.name.encode() + b"\0")
         if p.is_dir():
             for sub in sorted(x for x in p.rglob("*") if x.is_file()):
-                h.update(str(sub.relative_to(p)).encode() + b"\0" + sub.read_bytes())
+                h.update(str(sub.relative_to(p)).encode() + b"\0" + _content(sub))
         elif p.is_file():
-            h.update(p.read_bytes())
+            h.update(_content(p))
     return h.hexdigest()[:16]
 
 
