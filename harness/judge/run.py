@@ -124,6 +124,9 @@ def _validate(cfg: JudgeConfig) -> None:
     ):
         if value is not None and value < low:
             raise UserError(f"{name}={value}: must be at least {low}")
+    url = urlparse(cfg.judge_base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise UserError(f"--judge-base-url {cfg.judge_base_url!r} is not an http(s) URL; pass e.g. http://127.0.0.1:8000/v1")
     if not cfg.timeout_s > 0:
         raise UserError(f"timeout_s={cfg.timeout_s}: must be > 0 (seconds per request)")
     check_output_dir(cfg.output)
