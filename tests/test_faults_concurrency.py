@@ -135,3 +135,19 @@ def test_two_concurrent_judges_on_one_directory(tmp_path, data_dir):
     assert len(cache) == 40 and max(keys.values()) == 1  # no interleaved second writer: 0 duplicated keys
     judgments = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
     assert len({j["id"] for j in judgments}) == len(judgments) == 40
+
+
+def test_pipeline_rank_0_holds_the_lock_for_all_ranks(tmp_path, holder, tiny_model_dir, data_dir):
+    from pipeline.runner import run
+    from pipeline.sharding import DistContext
+    from tests.test_pipeline_runner import Harness, make_cfg
+
+    harness = Harness(tmp_path / "pipe", data_dir)
+    cfg = make_cfg(tiny_model_dir, "stage1.tgrt.enabled=false", "stage2.max_prompts=2")
+    harness.run(cfg, "1,2")
+    holder(harness.out)  # stands for rank 0 of a running job
+    kwargs = dict(data_dir=data_dir, engine_factory=harness.factory, eos_tokens=lambda m: ["</s>"])
+    summary = run(cfg, harness.out, "1,2", dist=DistContext(rank=1, world_size=2), **kwargs)
+    assert all(s["skipped"] for s in summary["stages"].values())  # rank 1 took no lock
+    with pytest.raises(DirectoryLockedError):
+        run(cfg, harness.out, "1,2", dist=DistContext(rank=0, world_size=2), **kwargs)

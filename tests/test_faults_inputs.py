@@ -202,3 +202,28 @@ def test_report_without_scores_says_so(tmp_path, data_dir, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "no scores to report" in err[0]
     assert not (tmp_path / "report" / "report.md").exists()
+
+
+def test_torn_last_line_is_reported_and_only_our_own_log_is_repaired(tmp_path, data_dir, caplog):
+    from harness.common.jsonl import JsonlWriter, read_records
+    from harness.judge.answers import load_answer_set, load_questions
+
+    # a user's answer file: read, reported, never modified
+    source = data_dir / "vicuna_bench/fastchat/eval/table/answer/answer_alpaca-13b.jsonl"
+    lines = source.read_text().splitlines()
+    user_file = tmp_path / "answer_mine.jsonl"
+    user_file.write_text("\n".join(lines[:5]) + "\n" + lines[5][:40])
+    before = user_file.read_bytes()
+    with caplog.at_level("WARNING"):
+        answers = load_answer_set(str(user_file), load_questions(str(data_dir)), str(data_dir))
+    assert len(answers.answers) == 5
+    assert f"{user_file}:6: the last line is incomplete" in caplog.text
+    assert user_file.read_bytes() == before
+    # our own append-only log (the judge's reply cache): repaired before the next append, and said
+    caplog.clear()
+    log = tmp_path / "judge_cache.jsonl"
+    log.write_text('{"key": "a", "attempt": 0, "reply": "x"}\n{"key": "b", "att')
+    with caplog.at_level("WARNING"), JsonlWriter(log) as writer:
+        writer.write({"key": "c", "attempt": 0, "reply": "y"})
+    assert [r["key"] for r in read_records(log, strict=True)] == ["a", "c"]
+    assert "dropped its incomplete last line" in caplog.text
