@@ -138,6 +138,8 @@ def test_every_fault_kind_is_retried_into_the_fault_free_verdicts(server_factory
     assert (summary["wins"], summary["ties"], summary["losses"]) == (expected["wins"], expected["ties"], expected["losses"])
     # only usable completions were cached: one per judgment, none of the faults
     assert len(cache_lines(tmp_path / "faulty")) == summary["n_judgments"]
+    print(f"FAULT-SUITE recoverable: injected={len(faults.injected)} kinds={len(set(faults.injected))} "
+          f"judgments={summary['n_judgments']} completed={summary['n_judgments'] - summary['n_failed']} failed=0")
 
 
 def test_faults_past_the_retries_are_recorded_with_reasons_and_never_cached(server_factory, tmp_path, data_dir):
@@ -162,6 +164,8 @@ def test_faults_past_the_retries_are_recorded_with_reasons_and_never_cached(serv
     assert summary["failures"] == {"api_error": 2 * len(kinds)}  # no choices / empty message: API errors, not parse failures
     assert all(isinstance(c["reply"], str) and c["reply"] for c in cache_lines(out))
     assert len(cache_lines(out)) == 2 * 2  # the two healthy questions only
+    print(f"FAULT-SUITE unrecoverable: injected={len(faults.injected)} judgments={summary['n_judgments']} "
+          f"failures_recorded={summary['n_failed']} reasons={summary['failure_reasons']}")
 
     # issue 15.2: a rerun against a healthy server asks again for exactly the failures
     healthy = server_factory(lambda payload, n: chat_reply(verdict(payload)))

@@ -35,6 +35,7 @@ def test_adapter_config_key_and_list_order_do_not_change_the_hash(tmp_path):
     assert files_hash([a]) != files_hash([b])  # contents still count
 
 
+@pytest.mark.slow  # two launches that each import torch, transformers and peft and train
 def test_two_runs_of_stage_3_give_the_same_output_hash(tmp_path, tiny_model_dir, data_dir):
     # peft writes target_modules from a set, whose order follows the interpreter's string hashing:
     # stage 3 runs twice, in two launches with different PYTHONHASHSEEDs, on the same stage 1-2 outputs.
