@@ -175,6 +175,7 @@ def run(
     output_dir = Path(output_dir).resolve()
     dist = dist or DistContext.from_env()
     check_output_dir(output_dir)
+    select_stages(stages)  # a bad --stages fails before the lock creates the directory
     # One writer per output directory; under several ranks rank 0 holds it for all of them.
     lock = output_lock(output_dir, "selfalign pipeline run") if dist.is_main else contextlib.nullcontext()
     with lock:
