@@ -12,8 +12,10 @@ import importlib
 import logging
 import os
 import sys
+import typing
 
 from harness.common.errors import UserError
+from harness.common.redact import mask_secrets
 
 # subcommand -> module defining register(subparsers)
 SUBCOMMANDS: dict[str, str] = {
@@ -37,8 +39,19 @@ def _offline_defaults() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (``error: selfalign judge: argument --limit: ...``), exit 2.
+
+    argparse's default prints the whole usage block first; scripts and tests read one line.
+    Subparsers inherit the class (``add_subparsers`` uses ``type(self)``).
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="selfalign",
         description="SELF-ALIGN pipeline (pipeline), evaluation harness (eval, judge, bench) and reports.",
     )
@@ -80,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # masked again here: a message may quote a server's reply, which may echo a key
+        print(f"error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: outputs written so far are kept; rerun the same command to resume", file=sys.stderr)

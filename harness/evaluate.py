@@ -196,8 +196,27 @@ def _prompt_format(cfg: EvalConfig) -> str:
     return f"{wrapper}+dromedary:{meta_prompt}" if meta_prompt != "none" else wrapper
 
 
+def eval_output_dir(cfg: EvalConfig) -> Path:
+    """``<output>/<model_id>``: the directory one evaluation writes (and locks)."""
+    raw_args = parse_model_args(cfg.model_args)
+    return Path(cfg.output) / (cfg.model_id or default_model_id(raw_args or {"pretrained": cfg.model}))
+
+
 def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
-    """Evaluate and write ``<output>/<model_id>/``; returns the results dict that was written."""
+    """Evaluate and write ``<output>/<model_id>/``; returns the results dict that was written.
+
+    Bad input fails before any work (``harness.eval_preflight``); one process at a time writes
+    a given output directory (``harness.common.dirlock``).
+    """
+    from harness.common.dirlock import output_lock
+    from harness.eval_preflight import preflight_eval
+
+    preflight_eval(cfg)
+    with output_lock(eval_output_dir(cfg), "selfalign eval"):
+        return _run_eval(cfg, progress)
+
+
+def _run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.api.model import CachingLM
 
@@ -342,6 +361,8 @@ def four_seeds(seed: int | str | list[int]) -> list[int | None]:
         values = [None if p == "None" else int(p) for p in parts]
     except ValueError:
         values = []
+    if any(v is not None and v < 0 for v in values):
+        raise UserError(f"--seed {seed}: seeds must be >= 0 (numpy rejects negative seeds)")
     if len(values) == 1 and values[0] is not None:
         return values * 4
     if len(values) != 4:

@@ -87,6 +87,10 @@ def main_validate(args: argparse.Namespace) -> int:
     from harness.task_registry import known_names, task_manager
 
     console = Console()
+    if args.data_dir is not None:
+        from harness import data
+
+        data.resolve_data_dir(args.data_dir)  # a wrong --data-dir is bad input, not a task finding
     tm = task_manager({"data_dir": args.data_dir})
     problems = []
     for name in known_names():

@@ -21,6 +21,7 @@ from typing import Any
 from harness.common.errors import UserError
 from harness.common.paths import cache_root
 from harness.common.registry import unknown_name_error
+from harness.model_check import check_adapter_fits, check_model_dir
 
 # Bump when the conversion changes, so stale cached conversions are rebuilt.
 _CONVERSION_VERSION = "1"
@@ -133,6 +134,7 @@ def resolve_pretrained(name: str) -> Path:
             f"{path} is not a model directory (no config.json); pass an HF model directory, a .gguf file "
             f"or an alias ({', '.join(ALIASES)})"
         )
+    check_model_dir(path)  # headers and config readable: fail here, not deep inside a loader
     return path
 
 
@@ -194,6 +196,7 @@ def resolve_model_args(model_args: str | dict[str, Any] | None) -> dict[str, Any
     args["pretrained"] = str(resolve_pretrained(str(args["pretrained"])))
     if "peft" in args:
         args["peft"] = str(resolve_peft(str(args["peft"])))
+        check_adapter_fits(Path(args["peft"]), Path(args["pretrained"]))
     if "tokenizer" in args:
         args["tokenizer"] = str(resolve_pretrained(str(args["tokenizer"])))
     return args

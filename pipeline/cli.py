@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.common.preflight import nonnegative_int, positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("pipeline", help="SELF-ALIGN pipeline: synthetic prompts -> Dromedary adapters")
@@ -24,8 +26,8 @@ def register(subparsers) -> None:
     run.add_argument("--stages", default="all", help="comma-separated stage numbers or names (default: all)")
     _add_overrides(run)
     run.add_argument("--data-dir", default=None, help="directory laid out like shared/data (default: $SELFALIGN_DATA_DIR or the download cache)")
-    run.add_argument("--rank", type=int, default=None, help="this process's rank (default: $RANK, else 0)")
-    run.add_argument("--world-size", type=int, default=None, help="number of processes (default: $WORLD_SIZE, else 1)")
+    run.add_argument("--rank", type=nonnegative_int, default=None, help="this process's rank (default: $RANK, else 0)")
+    run.add_argument("--world-size", type=positive_int, default=None, help="number of processes (default: $WORLD_SIZE, else 1)")
     run.add_argument(
         "--generate-only", action="store_true",
         help="stop every stage before training (generation and training often need different launchers; see configs/pipeline/paper.yaml)",

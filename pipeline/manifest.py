@@ -75,6 +75,30 @@ def stage_hash(stage_config: Any, upstream: dict[str, str], data_files: dict[str
 _DESCRIPTIVE_FILES = frozenset({"README.md", "selfalign_adapter.json"})
 
 
+def _canonical_json(value: Any) -> Any:
+    """Sorted keys (by json.dumps) and sorted lists of strings: sets that libraries write in any order."""
+    if isinstance(value, dict):
+        return {k: _canonical_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_canonical_json(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
+    return value
+
+
+def _canonical_json_bytes(path: Path) -> bytes:
+    """A ``.json`` file in canonical form (its bytes if it does not parse).
+
+    peft writes ``adapter_config.json``'s ``target_modules`` from a set, so byte-identical
+    adapters get differently ordered configs from run to run; hashing the canonical form keeps
+    the hash (and every downstream stage's reuse key) a function of what was computed.
+    """
+    data = path.read_bytes()
+    try:
+        return json.dumps(_canonical_json(json.loads(data)), sort_keys=True, ensure_ascii=False).encode()
+    except ValueError:
+        return data
+
+
 def files_hash(paths: list[Path]) -> str:
     """One hash over the contents of a stage's primary outputs (what downstream stages key on)."""
     h = hashlib.sha256()
@@ -92,7 +116,11 @@ def files_hash(paths: list[Path]) -> str:
 
 
 def _hash_file(h: Any, path: Path) -> None:
-    """Feed a file in 1 MiB blocks (a stage's records can be gigabytes)."""
+    """Feed a file in 1 MiB blocks (a stage's records can be gigabytes); a ``.json`` file (small:
+    configs) in its canonical form."""
+    if path.suffix == ".json":
+        h.update(_canonical_json_bytes(path))
+        return
     with path.open("rb") as fh:
         while block := fh.read(1 << 20):
             h.update(block)

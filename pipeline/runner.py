@@ -17,6 +17,7 @@ Every stage directory has a ``manifest.json`` (see ``pipeline.manifest``). Under
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -28,9 +29,11 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic
 from harness.common.memory import peak_rss_mb, reset_peak_rss
+from harness.common.preflight import check_output_dir
 from harness.common.provenance import config_hash, run_provenance
 from harness.common.registry import lookup
 from pipeline.config import PipelineConfig
@@ -172,6 +175,25 @@ def run(
     """
     output_dir = Path(output_dir).resolve()
     dist = dist or DistContext.from_env()
+    check_output_dir(output_dir)
+    select_stages(stages)  # a bad --stages fails before the lock creates the directory
+    # One writer per output directory; under several ranks rank 0 holds it for all of them.
+    lock = output_lock(output_dir, "selfalign pipeline run") if dist.is_main else contextlib.nullcontext()
+    with lock:
+        return _run(cfg, output_dir, stages, data_dir, dist, engine_factory, eos_tokens, console, generate_only)
+
+
+def _run(
+    cfg: PipelineConfig,
+    output_dir: Path,
+    stages: str | Sequence[str | int] | None,
+    data_dir: str | Path | None,
+    dist: DistContext,
+    engine_factory: EngineFactory | None,
+    eos_tokens: Callable[[str], list[str]] | None,
+    console: Console | None,
+    generate_only: bool,
+) -> dict[str, Any]:
     selected = select_stages(stages)
     console = console or Console(stderr=True)
     if engine_factory is None:

@@ -79,7 +79,7 @@ class Baseline:
     description: str = ""
     model: ModelSpec | None = None
     answers: str | None = None  # recorded Vicuna-80 answer set name or answer file
-    reported: list[str] = field(default_factory=list)  # row names in paper_reported.yaml
+    reported: list[str] = field(default_factory=list, metadata={"comma_separated": True})  # row names in paper_reported.yaml
     source: str = ""  # the YAML file it came from
 
     def __post_init__(self) -> None:

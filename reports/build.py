@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.common.dirlock import output_lock
+from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic
+from harness.common.preflight import check_output_dir
 from harness.common.provenance import git_hash
 from reports import figures as figs
 from reports import stats
@@ -24,7 +27,7 @@ from reports.baselines import load_paper_reported
 from reports.collect import collect, prompt_label
 from reports.html import report_html
 from reports.render import print_rich, report_csv, report_markdown
-from reports.tables import Table, build_tables
+from reports.tables import MEASURED, Table, build_tables
 
 REPORT_VERSION = "1"
 
@@ -75,10 +78,28 @@ def _appendix_markdown(systems: list[dict], notes: list[str]) -> str:
 
 def build_report(inputs: Sequence[str | Path], output: str | Path, options: ReportOptions | None = None) -> ReportOutputs:
     options = options or ReportOptions()
+    out = check_output_dir(output)
     collection = collect(list(inputs), options.baseline_ids)
     reported = load_paper_reported() if options.include_reported else None
     tables = build_tables(collection, reported)
-    out = Path(output)
+    if not _has_measurements(tables):
+        raise UserError(
+            f"no scores to report in {', '.join(map(str, inputs))}: the systems found ({', '.join(s.model_id for s in collection.systems)}) "
+            "have no scored results (answers alone need `selfalign judge` first)"
+        )
+    with output_lock(out, "selfalign report"):
+        return _write_report(inputs, out, options, collection, tables)
+
+
+def _has_measurements(tables: list[Table]) -> bool:
+    return any(
+        row.source == MEASURED and any(cell.value is not None for cell in row.cells.values())
+        for table in tables
+        for row in table.rows
+    )
+
+
+def _write_report(inputs, out: Path, options: ReportOptions, collection, tables: list[Table]) -> ReportOutputs:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     made = _figures(tables)
     figure_paths = []

@@ -443,13 +443,40 @@ def run(cfg: RunConfig, console: Console | None = None, *, pipeline_runner=None)
     ``pipeline_runner(pipeline_cfg, output_dir, stages, data_dir=...)`` replaces
     ``pipeline.runner.run`` (tests pass fakes).
     """
+
+    from harness.common.dirlock import output_lock
+
+    run_dir = Path(cfg.output) / cfg.name
+    _preflight(cfg, run_dir)
+    with output_lock(run_dir, "selfalign run"):
+        return _run(cfg, run_dir, console, pipeline_runner)
+
+
+def _preflight(cfg: RunConfig, run_dir: Path) -> None:
+    """The settings used late in a run (judge, generation), checked before the pipeline starts."""
+    from harness.common.preflight import check_output_dir
+    from harness.common.registry import lookup
+    from harness.eval_preflight import check_batch_size, check_meta_prompt, parse_gen_kwargs
+    from harness.judge.run import ORDER_CHOICES
+
+    check_output_dir(run_dir, "output")
+    lookup("answer order setting", cfg.judge.orders, ORDER_CHOICES, "judge.orders")
+    check_meta_prompt(cfg.eval.meta_prompt, "eval.meta_prompt")
+    check_batch_size(cfg.eval.batch_size)
+    for task, text in cfg.eval.gen_kwargs.items():
+        parse_gen_kwargs(text, f"eval.gen_kwargs.{task}")
+    from harness.task_registry import resolve_task_names
+
+    resolve_task_names(list(cfg.eval.limits))  # a misspelt task here would silently get no limit
+
+
+def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner) -> dict[str, Any]:
     from harness import data
     from harness.task_registry import resolve_task_names
     from reports.baselines import load_registry
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    run_dir = Path(cfg.output) / cfg.name
     # fail on bad input before any long work
     resolve_task_names(cfg.eval.tasks)
     data.resolve_data_dir(cfg.data_dir)

@@ -24,8 +24,24 @@ from typing import Any
 
 from reports.judge_server import LocalJudge, serve_local_judge
 
-# (status, JSON body, extra headers)
-Response = tuple[int, dict[str, Any], dict[str, str]]
+# (status, body, extra headers): a dict body is sent as JSON, a str body as it is (HTML, garbage,
+# malformed JSON), with the Content-Type given in the headers (default application/json).
+Response = tuple[int, "dict[str, Any] | str", dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Answer nothing for ``seconds`` (past the client's timeout), then a valid-looking 200."""
+
+    seconds: float
+
+
+class Reset:
+    """Close the connection without an answer (the client sees a reset / remote disconnect)."""
+
+
+def raw_body(text: str, status: int = 200, content_type: str = "application/json") -> Response:
+    return status, text, {"Content-Type": content_type}
 
 
 def chat_reply(content: str | None, prompt_tokens: int = 10, completion_tokens: int = 5, model: str = "scripted") -> Response:
@@ -48,7 +64,7 @@ def http_error(status: int, message: str = "scripted error", headers: dict[str, 
 class ScriptedServer:
     """Answers POST /v1/chat/completions with ``respond(request_json, n)`` (n: 0-based request count)."""
 
-    respond: Callable[[dict[str, Any], int], Response]
+    respond: Callable[[dict[str, Any], int], Response | Hang | Reset]
     delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     max_in_flight: int = 0
@@ -62,10 +78,10 @@ class ScriptedServer:
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
 
-            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, body: dict[str, Any] | str, headers: dict[str, str]) -> None:
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                headers = {"Content-Type": "application/json", **headers}
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -86,11 +102,24 @@ class ScriptedServer:
                 try:
                     if server.delay_s:
                         time.sleep(server.delay_s)
-                    status, body, headers = server.respond(payload, n)
+                    result = server.respond(payload, n)
+                    if isinstance(result, Hang):
+                        time.sleep(result.seconds)
+                        result = chat_reply("10 10\ntoo late")
                 finally:
                     with server._lock:
                         server._in_flight -= 1
-                self._send(status, body, headers)
+                if isinstance(result, Reset):
+                    import socket
+                    import struct
+
+                    # SO_LINGER 0: close with RST, as a crashed server or a proxy dropping the request
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                with contextlib.suppress(OSError):  # the client may have given up (timeout)
+                    self._send(*result)
 
         class QuietServer(ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:
@@ -116,7 +145,7 @@ def scripted_servers() -> Iterator[Callable[..., ScriptedServer]]:
     """A factory ``make(respond, delay_s=0)``; every server it made is closed on exit."""
     made: list[ScriptedServer] = []
 
-    def make(respond: Callable[[dict[str, Any], int], Response], delay_s: float = 0.0) -> ScriptedServer:
+    def make(respond: Callable[[dict[str, Any], int], Any], delay_s: float = 0.0) -> ScriptedServer:
         server = ScriptedServer(respond, delay_s)
         made.append(server)
         return server

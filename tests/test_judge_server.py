@@ -32,8 +32,10 @@ def test_local_judge_end_to_end(smollm2_server, data_dir, tmp_path, capsys):
         "--data-dir", str(data_dir), "--question-ids", "1", "69",  # a general and a math question
         "--max-tokens", "24", "--parse-attempts", "2", "--concurrency", "2", "--timeout-s", "120", "--no-progress",
     ]
-    assert main(args) == 0
+    rc = main(args)
     summary = json.loads((out / "summary.json").read_text())
+    all_failed = summary["n_failed"] == summary["n_judgments"]
+    assert rc == (1 if all_failed else 0)  # a judge that failed every judgment is not a success
     judgments = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
 
     assert summary["judge"]["request_model"] == smollm2_server.request_model  # the alias became the served path
@@ -60,7 +62,7 @@ def test_local_judge_end_to_end(smollm2_server, data_dir, tmp_path, capsys):
     assert summary["cost_usd"] is None  # no price for a local model
 
     # the rerun costs nothing and reproduces every judgment
-    assert main(args) == 0
+    assert main(args) == (1 if all_failed else 0)
     again = json.loads((out / "summary.json").read_text())
     assert again["n_requests"] == 0 and again["n_cache_hits"] == sent
     rejudged = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]

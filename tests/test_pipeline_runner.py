@@ -202,7 +202,7 @@ def test_broken_model_weights_fail_in_one_line(tmp_path, data_dir, tiny_model_di
     cfg = make_cfg(broken, "stage1.tgrt.enabled=false")
     with pytest.raises(UserError) as err:
         run(cfg, tmp_path / "out", "1", data_dir=data_dir, eos_tokens=lambda m: [])
-    assert "cannot load it" in str(err.value) and "\n" not in str(err.value)
+    assert "model.safetensors: not a readable safetensors file" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_cli_reports_bad_input_as_one_line(tmp_path, capsys, data_dir, tiny_model_dir):

@@ -80,8 +80,20 @@ def _positive(name: str, value: int) -> int:
     return value
 
 
+def _preflight(args) -> None:
+    """Bad paths and names fail before minutes of benchmarking, not after."""
+    from harness.common.preflight import check_output_file
+    from harness.eval_preflight import check_meta_prompt
+
+    if args.json:
+        check_output_file(args.json, "--json")
+    check_meta_prompt(getattr(args, "meta_prompt", None))
+
+
 def _run_scoring(args) -> int:
     from harness.bench.scoring import ScoringBenchConfig, run_scoring_bench
+
+    _preflight(args)
 
     run_scoring_bench(
         ScoringBenchConfig(
@@ -102,6 +114,8 @@ def _run_scoring(args) -> int:
 
 def _run_generation(args) -> int:
     from harness.bench.generation import GenerationBenchConfig, run_generation_bench
+
+    _preflight(args)
 
     run_generation_bench(
         GenerationBenchConfig(

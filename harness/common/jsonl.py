@@ -1,19 +1,25 @@
 """Append-only JSONL records keyed by a stable id: the resume mechanism of every stage.
 
 A writer appends one record per line and flushes it, so an interrupted run loses at most
-the line being written; ``read_records`` ignores a torn final line, and resuming means
-skipping the ids already present.
+the line being written; ``read_records`` ignores a torn final line and says so (a warning
+naming the file and line), and resuming means skipping the ids already present. Only a writer
+repairs a torn line (``JsonlWriter`` on our own append-only logs); a file that is merely read,
+such as a user's input, is never modified.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from harness.common.errors import UserError
+
+log = logging.getLogger(__name__)
+_reported: set[tuple[str, int]] = set()  # (path, size): one warning per torn file state
 
 
 def iter_records(path: str | Path, *, strict: bool = False) -> Iterator[dict[str, Any]]:
@@ -31,8 +37,16 @@ def iter_records(path: str | Path, *, strict: bool = False) -> Iterator[dict[str
             except json.JSONDecodeError as exc:
                 # Only the last line can lack its newline: a torn tail.
                 if not line.endswith("\n") and not strict:
+                    _report_torn(path, lineno)
                     return
                 raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or delete that line") from None
+
+
+def _report_torn(path: Path, lineno: int) -> None:
+    key = (str(path.resolve()), path.stat().st_size)
+    if key not in _reported:
+        _reported.add(key)
+        log.warning("%s:%d: the last line is incomplete (an interrupted write?); it is ignored", path, lineno)
 
 
 def read_records(path: str | Path, *, strict: bool = False) -> list[dict[str, Any]]:
@@ -55,6 +69,7 @@ def repair_torn_tail(path: str | Path) -> None:
         cut = data.rfind(b"\n") + 1
         fh.seek(cut)
         fh.truncate()
+    log.warning("%s: dropped its incomplete last line (%d bytes) before appending", path, len(data) - cut)
 
 
 class JsonlWriter:

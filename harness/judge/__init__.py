@@ -19,7 +19,10 @@ Outputs under ``OUT/`` (schema_version 1):
     scores            {"model": float, "baseline": float} mapped back through the swap; null unless ok
     raw_scores        [Assistant 1, Assistant 2] as parsed; null unless ok
     parse_rule        first_line | labels | tuple | score_of (see harness.judge.parse); null unless ok
-    error             why the judgment failed; null when ok
+    error             why the judgment failed (credentials masked); null when ok
+    failure_reason    short tag when not ok: http_<status>, timeout, connection_error,
+                      malformed_json, html_body, not_json, no_choices, empty_message, client_error,
+                      unparseable_verdict; null when ok
     reply             the raw text of the last reply
     attempts          every reply asked for: {reply, finish_reason, error, cached, http_attempts,
                       latency_s, prompt_tokens, completion_tokens, cost_usd, parse_rule, parse_error}
@@ -34,6 +37,7 @@ Outputs under ``OUT/`` (schema_version 1):
     wins, ties, losses          per scored question, from the mean scores (model's side)
     n_questions       questions judged;  n_judgments = questions x orders
     n_failed          judgments whose status is not ok;  failures = {status: count}
+    failure_reasons   {failure_reason: count}, commonest first;  failure_examples {reason: error text}
     n_scored, n_failed_questions, failed_question_ids   a question is scored only when every
                       requested order is ok; the others are listed here, never counted as ties
     order_consistency share of scored questions whose outcome is the same in both orders
@@ -58,6 +62,7 @@ Outputs under ``OUT/`` (schema_version 1):
     config            the JudgeConfig (never the API key: only the name of its variable)
     provenance        git hash, versions, argv, date, host; data: {file: sha256}
 
-``judge_cache.jsonl``: every reply received, keyed by (judge model, messages, temperature,
-max_tokens) and attempt number; a rerun sends only what is not there (see ``harness.judge.cache``).
+``judge_cache.jsonl``: every usable completion received, keyed by (judge model, messages,
+temperature, max_tokens) and attempt number; a rerun sends only what is not there, and
+``--retry-failed`` re-asks the judgments recorded as failed (see ``harness.judge.cache``).
 """

@@ -3,8 +3,9 @@
 A key is the hash of (judge model, rendered messages, temperature, max_tokens); it holds the
 replies in the order they were requested (attempt 0, 1, ...). A judgment that needed a second
 reply because the first did not parse therefore replays identically on a rerun, and a rerun of
-an unchanged judgment sends nothing. Failed requests (errors) are never cached, so a rerun
-retries them. Append-only JSONL, flushed per reply: an interrupted run keeps what it paid for.
+an unchanged judgment sends nothing. Failed requests (errors, and 200s without a usable
+completion) are never cached, so a rerun retries them; a later line for the same (key,
+attempt) replaces an earlier one (``--retry-failed`` re-asks and appends). Append-only JSONL, flushed per reply: an interrupted run keeps what it paid for.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ class ReplyCache:
         self.path = Path(directory) / CACHE_FILE
         self._entries: dict[tuple[str, int], dict[str, Any]] = {}
         for record in iter_records(self.path):
-            self._entries[(record["key"], int(record["attempt"]))] = record
+            # Entries without a usable reply (written by versions before 2) are not replayed:
+            # they would turn a transient fault into a permanent failure.
+            if isinstance(record.get("reply"), str) and record["reply"].strip():
+                self._entries[(record["key"], int(record["attempt"]))] = record
         self._writer: JsonlWriter | None = None
 
     def __len__(self) -> int:

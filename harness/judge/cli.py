@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from harness.common.config import build_dataclass, read_yaml
 from harness.common.jsonl import write_json_atomic
+from harness.common.preflight import (
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 
 # flag dest -> JudgeConfig field (same name); these flags default to None = "not given"
 _FIELDS = (
     "answers", "baseline", "output", "judge_model", "judge_base_url", "api_key_env", "prompt_version",
     "parser", "orders", "temperature", "max_tokens", "parse_attempts", "max_retries", "concurrency",
-    "timeout_s", "limit", "question_ids", "data_dir", "seed",
+    "timeout_s", "limit", "question_ids", "data_dir", "seed", "retry_failed",
 )
 
 
@@ -42,17 +49,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-version", dest="prompt_version", help="reviewer prompts: revised_2023-04-05 (default) or original_2023-03-30")
     p.add_argument("--parser", help="score parser: vicuna (default) or first_line (FastChat's rule only)")
     p.add_argument("--orders", help="both (default), baseline_first (FastChat's single order) or model_first")
-    p.add_argument("--temperature", type=float, help="judge temperature (default: the reviewer's, 0.2)")
-    p.add_argument("--max-tokens", dest="max_tokens", type=int, help="judge max tokens (default: the reviewer's, 1024)")
-    p.add_argument("--parse-attempts", dest="parse_attempts", type=int, help="replies asked per judgment until one parses (default 3)")
-    p.add_argument("--max-retries", dest="max_retries", type=int, help="retries per request on 429/5xx/timeouts (default 5)")
-    p.add_argument("--concurrency", type=int, help="requests in flight (default 4)")
-    p.add_argument("--timeout-s", dest="timeout_s", type=float, help="per-request timeout in seconds (default 120)")
-    p.add_argument("--limit", type=int, help="judge only the first N questions")
-    p.add_argument("--question-ids", dest="question_ids", type=int, nargs="+", help="judge only these question ids")
+    p.add_argument("--temperature", type=nonnegative_float, help="judge temperature (default: the reviewer's, 0.2)")
+    p.add_argument("--max-tokens", dest="max_tokens", type=positive_int, help="judge max tokens (default: the reviewer's, 1024)")
+    p.add_argument("--parse-attempts", dest="parse_attempts", type=positive_int, help="replies asked per judgment until one parses (default 3)")
+    p.add_argument("--max-retries", dest="max_retries", type=nonnegative_int, help="retries per request on 429/5xx/timeouts (default 5)")
+    p.add_argument("--concurrency", type=positive_int, help="requests in flight (default 4)")
+    p.add_argument("--timeout-s", dest="timeout_s", type=positive_float, help="per-request timeout in seconds (default 120)")
+    p.add_argument("--limit", type=positive_int, help="judge only the first N questions")
+    p.add_argument("--question-ids", dest="question_ids", type=positive_int, nargs="+", help="judge only these question ids")
     p.add_argument("--data-dir", dest="data_dir", help="data directory laid out like shared/data")
     p.add_argument("--seed", type=int, help="seed of the bootstrap confidence interval (default 0)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.add_argument("--retry-failed", dest="retry_failed", action="store_true", default=None,
+                   help="ask the judge again for the judgments recorded as failed in OUT/judgments.jsonl (ignoring cached replies); the rest come from the cache")
     p.set_defaults(func=_run)
 
     sub = p.add_subparsers(dest="judge_command", metavar="ACTION")
@@ -69,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.judge.run import JudgeConfig, run_judge
+    from harness.judge.run import JUDGMENTS_FILE, JudgeConfig, all_failed_message, run_judge
 
     data = read_yaml(args.config) if args.config else {}
     for name in (*_FIELDS, "progress"):
@@ -78,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
             data[name] = value
     cfg = build_dataclass(JudgeConfig, data, args.config or "judge flags")
     s = run_judge(cfg)
+    failed_all = all_failed_message(s, Path(cfg.output) / JUDGMENTS_FILE)
     rel = "n/a" if s["relative_score"] is None else f"{s['relative_score']:.3f}"
     print(
         f"{s['model']['name']} vs {s['baseline']['name']}: relative score {rel}, "
@@ -85,6 +95,9 @@ def _run(args: argparse.Namespace) -> int:
         f"n_failed {s['n_failed']} judgments; requests {s['n_requests']} (cache hits {s['n_cache_hits']}); "
         f"wrote {Path(cfg.output) / 'summary.json'}"
     )
+    if failed_all:
+        print(f"error: {failed_all}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,27 +1,34 @@
 """The one client for every judge call: any OpenAI-compatible chat endpoint, cached and retried.
 
 * at most ``concurrency`` requests in flight;
-* 408/409/429, 5xx, timeouts and connection errors are retried with exponential backoff and
-  jitter (honouring ``Retry-After``), at most ``max_retries`` times, then returned as an error;
-* any other 4xx is not retried; while no request has succeeded it aborts the run (the judge
-  model, URL or key is wrong and every request would fail the same way);
+* 408/409/429, 5xx, timeouts, connection errors and 200s without a usable completion (malformed
+  JSON, an HTML or garbage body, no choices, an empty message) are retried with exponential
+  backoff and jitter (honouring ``Retry-After``), at most ``max_retries`` times, then returned
+  as an error with a short reason tag;
+* 405 and 501 (no chat-completions endpoint at that URL) abort the run at once; any other 4xx
+  is not retried, and while no request has succeeded it aborts the run (the judge model, URL
+  or key is wrong and every request would fail the same way);
+* only usable completions are cached, so a transient bad reply never poisons a rerun;
 * replies come from ``ReplyCache`` when present; identical requests in flight are sent once;
 * the server is probed once, before the first request that must really be sent, so an
   unreachable URL fails in seconds and a fully cached rerun needs no server at all.
 
-The API key is handed in by the caller (read from the environment) and never written anywhere.
+The API key is handed in by the caller (read from the environment) and never written anywhere:
+error texts are masked (the key, bearer tokens, ``sk-`` keys) before they leave the client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse
 
+from harness.common.redact import mask_secrets
 from harness.judge.cache import ReplyCache, request_key
 
 
@@ -39,6 +46,7 @@ class Reply:
     cached: bool
     error: str | None = None  # set when no reply could be had (after retries)
     http_attempts: int = 0  # requests sent for this reply in this run
+    reason: str | None = None  # short failure tag (http_500, timeout, no_choices, ...) when error is set
 
     @classmethod
     def from_cache(cls, entry: dict[str, Any]) -> Reply:
@@ -68,6 +76,10 @@ class ClientStats:
         return self.last_done - self.first_sent
 
 
+# A server that does not implement POST /chat/completions: no retry can help.
+NOT_AN_OPENAI_SERVER = (405, 501)
+
+
 def _is_transient(status: int) -> bool:
     return status in (408, 409, 429) or status >= 500
 
@@ -84,6 +96,8 @@ class JudgeClient:
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
     probe_timeout_s: float = 5.0
+    # cache keys whose stored replies are ignored and asked again (``--retry-failed``)
+    refresh_keys: frozenset[str] = frozenset()
     stats: ClientStats = field(default_factory=ClientStats)
 
     def __post_init__(self) -> None:
@@ -97,6 +111,7 @@ class JudgeClient:
         self._probe_lock = asyncio.Lock()
         self._reachable = False
         self._inflight: dict[tuple[str, int], asyncio.Future[Reply]] = {}
+        self._refreshed: set[tuple[str, int]] = set()
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -106,7 +121,8 @@ class JudgeClient:
     ) -> tuple[str, Reply]:
         """(cache key, reply) for the ``attempt``-th reply to this request."""
         key = request_key(self.model, messages, temperature, max_tokens)
-        entry = self.cache.get(key, attempt)
+        stale = key in self.refresh_keys and (key, attempt) not in self._refreshed
+        entry = None if stale else self.cache.get(key, attempt)
         if entry is not None:
             self.stats.n_cache_hits += 1
             return key, Reply.from_cache(entry)
@@ -117,6 +133,8 @@ class JudgeClient:
             return key, replace(shared, cached=True, http_attempts=0)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._inflight[(key, attempt)] = future
+        if stale:
+            self._refreshed.add((key, attempt))
         try:
             result = await self._send(messages, temperature, max_tokens)
         except BaseException as exc:
@@ -128,7 +146,7 @@ class JudgeClient:
             raise
         finally:
             self._inflight.pop((key, attempt), None)
-        if result.error is None:
+        if result.error is None and result.text:  # only usable completions: a bad reply must not stick
             self.cache.put(
                 key,
                 attempt,
@@ -179,7 +197,7 @@ class JudgeClient:
         import openai
 
         await self._probe()
-        error = "no request sent"
+        error, reason = "no request sent", "not_sent"
         for http_attempt in range(self.max_retries + 1):
             retry_after: str | None = None
             async with self._semaphore:
@@ -188,43 +206,107 @@ class JudgeClient:
                     self.stats.first_sent = start
                 self.stats.n_requests += 1
                 try:
-                    response = await self._client.chat.completions.create(
+                    # The raw body: a 200 can still carry HTML, garbage or JSON without a
+                    # completion, which the typed parse would turn into a crash or a None.
+                    raw = await self._client.chat.completions.with_raw_response.create(
                         model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens
                     )
+                    body = raw.http_response.text
                 except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                    reason = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection_error"
+                    error = self._mask(f"{type(exc).__name__}: {exc}")
                 except openai.APIStatusError as exc:
-                    error = f"HTTP {exc.status_code}: {_status_message(exc)}"
+                    reason = f"http_{exc.status_code}"
+                    error = self._mask(f"HTTP {exc.status_code}: {_status_message(exc)}")
                     retry_after = exc.response.headers.get("retry-after") if exc.response is not None else None
-                    if not _is_transient(exc.status_code):
+                    if exc.status_code in NOT_AN_OPENAI_SERVER or not _is_transient(exc.status_code):
                         self.stats.n_api_errors += 1
                         self.stats.last_done = time.monotonic()
-                        if self.stats.n_ok == 0:
+                        if exc.status_code in NOT_AN_OPENAI_SERVER or self.stats.n_ok == 0:
                             raise FatalJudgeError(
                                 f"judge {self.model!r} at {self.base_url} refused the request ({error}); "
-                                "check --judge-model, --judge-base-url (usually ends in /v1) and the API key"
+                                "check --judge-model, --judge-base-url (an OpenAI-compatible URL, usually ending in /v1) and the API key"
                             ) from None
-                        return Reply(None, None, None, None, time.monotonic() - start, False, error, http_attempt + 1)
+                        return Reply(None, None, None, None, time.monotonic() - start, False, error, http_attempt + 1, reason)
+                except openai.OpenAIError as exc:  # anything else the client raises: a fault, not a crash
+                    reason, error = "client_error", self._mask(f"{type(exc).__name__}: {exc}")
                 else:
                     done = time.monotonic()
-                    self.stats.n_ok += 1
-                    self.stats.last_done = done
-                    choice = response.choices[0] if response.choices else None
-                    usage = response.usage
-                    return Reply(
-                        text=choice.message.content if choice is not None else None,
-                        finish_reason=choice.finish_reason if choice is not None else None,
-                        prompt_tokens=usage.prompt_tokens if usage is not None else None,
-                        completion_tokens=usage.completion_tokens if usage is not None else None,
-                        latency_s=done - start,
-                        cached=False,
-                        http_attempts=http_attempt + 1,
-                    )
+                    completion = parse_completion(body)
+                    if completion.reason is None:
+                        self.stats.n_ok += 1
+                        self.stats.last_done = done
+                        return Reply(
+                            text=completion.text,
+                            finish_reason=completion.finish_reason,
+                            prompt_tokens=completion.prompt_tokens,
+                            completion_tokens=completion.completion_tokens,
+                            latency_s=done - start,
+                            cached=False,
+                            http_attempts=http_attempt + 1,
+                        )
+                    reason, error = completion.reason, self._mask(f"HTTP {raw.http_response.status_code}: {completion.error}")
                 self.stats.n_api_errors += 1
                 self.stats.last_done = time.monotonic()
             if http_attempt < self.max_retries:
                 await asyncio.sleep(self._backoff(http_attempt, retry_after))
-        return Reply(None, None, None, None, 0.0, False, f"{error} (gave up after {self.max_retries + 1} requests)", self.max_retries + 1)
+        return Reply(
+            None, None, None, None, 0.0, False, f"{error} (gave up after {self.max_retries + 1} requests)", self.max_retries + 1, reason
+        )
+
+    def _mask(self, text: str) -> str:
+        return mask_secrets(text, [self.api_key] if self.api_key != "EMPTY" else []) or ""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a 200 body holds: a usable completion (``reason`` None) or why it is not one."""
+
+    text: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reason: str | None = None  # failure tag for the summary's tally
+    error: str | None = None
+
+
+def parse_completion(body: str) -> Completion:
+    """Read a chat-completion body defensively: every malformed shape is a named fault."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        stripped = body.lstrip()[:1]
+        if stripped == "<":
+            return Completion(reason="html_body", error=f"an HTML page instead of JSON ({_snippet(body)})")
+        if stripped in ("{", "["):
+            return Completion(reason="malformed_json", error=f"malformed JSON ({_snippet(body)})")
+        return Completion(reason="not_json", error=f"a body that is not JSON ({_snippet(body)})")
+    if not isinstance(data, dict):
+        return Completion(reason="malformed_json", error=f"JSON that is not an object ({_snippet(body)})")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return Completion(reason="no_choices", error="a reply without choices")
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str) or not content.strip():
+        return Completion(reason="empty_message", error="a reply whose message is empty")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return Completion(
+        text=content,
+        finish_reason=choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None,
+        prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
+        completion_tokens=_int_or_none(usage.get("completion_tokens")),
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _snippet(body: str) -> str:
+    text = " ".join(body.split())
+    return repr(text[:80] + ("..." if len(text) > 80 else ""))
 
 
 def _status_message(exc: Any) -> str:

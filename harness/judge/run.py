@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic, write_jsonl_atomic
+from harness.common.preflight import check_output_dir
 from harness.common.provenance import run_provenance, to_jsonable
+from harness.common.redact import mask_secrets
 from harness.common.registry import lookup
 from harness.data import manifest
 from harness.judge.aggregate import ORDERS, summarize
@@ -73,6 +76,9 @@ class JudgeConfig:
     data_dir: str | None = None
     seed: int = 0  # bootstrap resampling of the confidence interval
     progress: bool = True
+    # ask again, ignoring the reply cache, for the judgments the last run recorded as failed
+    # (the others are replayed from the cache: only the failures cost requests)
+    retry_failed: bool = False
 
 
 def _is_loopback(url: str) -> bool:
@@ -111,11 +117,19 @@ def _validate(cfg: JudgeConfig) -> None:
         raise UserError("--output DIR is required (judgments.jsonl, summary.json and the reply cache go there)")
     lookup("answer order setting", cfg.orders, ORDER_CHOICES)
     lookup("score parser", cfg.parser, PARSERS)
-    for name, value, low in (("concurrency", cfg.concurrency, 1), ("parse_attempts", cfg.parse_attempts, 1), ("max_retries", cfg.max_retries, 0)):
-        if value < low:
+    for name, value, low in (
+        ("concurrency", cfg.concurrency, 1), ("parse_attempts", cfg.parse_attempts, 1), ("max_retries", cfg.max_retries, 0),
+        ("max_tokens", cfg.max_tokens, 1), ("limit", cfg.limit, 1), ("retry_backoff_s", cfg.retry_backoff_s, 0),
+        ("temperature", cfg.temperature, 0),
+    ):
+        if value is not None and value < low:
             raise UserError(f"{name}={value}: must be at least {low}")
-    if cfg.max_tokens is not None and cfg.max_tokens < 1:
-        raise UserError(f"max_tokens={cfg.max_tokens}: must be at least 1")
+    url = urlparse(cfg.judge_base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise UserError(f"--judge-base-url {cfg.judge_base_url!r} is not an http(s) URL; pass e.g. http://127.0.0.1:8000/v1")
+    if not cfg.timeout_s > 0:
+        raise UserError(f"timeout_s={cfg.timeout_s}: must be > 0 (seconds per request)")
+    check_output_dir(cfg.output)
 
 
 def _select_questions(cfg: JudgeConfig, questions: dict[int, Question], model: AnswerSet, baseline: AnswerSet) -> tuple[list[Question], dict[str, list[int]]]:
@@ -165,23 +179,23 @@ async def _judge_one(plan: _Plan, run: _Run) -> dict[str, Any]:
     temperature = rendered.reviewer.temperature if cfg.temperature is None else cfg.temperature
     max_tokens = rendered.reviewer.max_tokens if cfg.max_tokens is None else cfg.max_tokens
     attempts: list[dict[str, Any]] = []
-    status, scores, raw, rule, error, key = "api_error", None, None, None, None, ""
+    status, scores, raw, rule, error, key, reason = "api_error", None, None, None, None, "", None
     for attempt in range(cfg.parse_attempts):
         key, reply = await run.client.reply(rendered.messages, temperature=temperature, max_tokens=max_tokens, attempt=attempt)
         record = _attempt_record(reply, cfg.judge_model)
         attempts.append(record)
         if reply.error is not None:
-            status, error = "api_error", reply.error
+            status, error, reason = "api_error", reply.error, reply.reason or "api_error"
             break  # the client already retried; another attempt would hit the same wall
         parsed = parse_scores(reply.text, cfg.parser)
-        record.update(parse_rule=parsed.rule, parse_error=parsed.error)
+        record.update(parse_rule=parsed.rule, parse_error=mask_secrets(parsed.error))
         if parsed.ok:
             assert parsed.scores is not None
             raw = list(parsed.scores)
             s_model, s_baseline = (raw[0], raw[1]) if model_first else (raw[1], raw[0])
-            status, scores, rule, error = "ok", {"model": s_model, "baseline": s_baseline}, parsed.rule, None
+            status, scores, rule, error, reason = "ok", {"model": s_model, "baseline": s_baseline}, parsed.rule, None, None
             break
-        status, error = "parse_failed", parsed.error
+        status, error, reason = "parse_failed", mask_secrets(parsed.error), "unparseable_verdict"
         if any(a["reply"] == reply.text for a in attempts[:-1]):
             # A deterministic judge (greedy decoding; transformers serve ignores temperature
             # unless told to sample) repeats itself: asking again would only cost requests.
@@ -201,6 +215,7 @@ async def _judge_one(plan: _Plan, run: _Run) -> dict[str, Any]:
         "raw_scores": raw,
         "parse_rule": rule,
         "error": error,
+        "failure_reason": reason,
         "n_attempts": len(attempts),
         "reply": attempts[-1]["reply"] if attempts else None,
         "attempts": attempts,
@@ -229,6 +244,15 @@ def _attempt_record(reply: Reply, judge_name: str) -> dict[str, Any]:
         "parse_rule": None,
         "parse_error": None,
     }
+
+
+def _first_errors(records: list[dict[str, Any]]) -> dict[str, str]:
+    """One (masked, shortened) error text per failure reason, for the summary and messages."""
+    examples: dict[str, str] = {}
+    for r in records:
+        if r["status"] != "ok" and r.get("failure_reason") not in examples:
+            examples[r["failure_reason"]] = (r.get("error") or "")[:160]
+    return examples
 
 
 def _sum_known(values) -> float | int | None:
@@ -275,11 +299,15 @@ def run_judge(cfg: JudgeConfig) -> dict[str, Any]:
     chosen, missing = _select_questions(cfg, questions, model, baseline)
     orders = ORDER_CHOICES[cfg.orders]
     out_dir = Path(cfg.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     request_model = _request_model(cfg.judge_model)
+    with output_lock(out_dir, "selfalign judge"):
+        return _judge_locked(cfg, out_dir, api_key, prompts, model, baseline, chosen, missing, orders, request_model, started)
 
+
+def _judge_locked(cfg, out_dir, api_key, prompts, model, baseline, chosen, missing, orders, request_model, started) -> dict[str, Any]:
     cache = ReplyCache(out_dir)
     plans = [_Plan(q, o) for q in chosen for o in orders]
+    refresh = failed_cache_keys(out_dir) if cfg.retry_failed else frozenset()
 
     async def main() -> tuple[list[dict[str, Any]], ClientStats]:
         client = JudgeClient(
@@ -291,6 +319,7 @@ def run_judge(cfg: JudgeConfig) -> dict[str, Any]:
             timeout_s=cfg.timeout_s,
             max_retries=cfg.max_retries,
             backoff_s=cfg.retry_backoff_s,
+            refresh_keys=refresh,
         )
         records = await _judge_all(plans, _Run(cfg, prompts, client, model, baseline))
         return records, client.stats
@@ -308,6 +337,28 @@ def run_judge(cfg: JudgeConfig) -> dict[str, Any]:
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return summary
 
+
+
+def failed_cache_keys(out_dir: Path) -> frozenset[str]:
+    """Cache keys of the judgments that the last run in ``out_dir`` recorded as failed."""
+    from harness.common.jsonl import iter_records
+
+    return frozenset(
+        r["cache_key"] for r in iter_records(out_dir / JUDGMENTS_FILE) if r.get("status") != "ok" and r.get("cache_key")
+    )
+
+
+def all_failed_message(summary: dict[str, Any], records_path: Path) -> str | None:
+    """One line naming the commonest failure reason when no judgment succeeded (else None)."""
+    if not summary["n_judgments"] or summary["n_failed"] < summary["n_judgments"]:
+        return None
+    reason, count = Counter(summary.get("failure_reasons", {})).most_common(1)[0]
+    example = summary.get("failure_examples", {}).get(reason, "")
+    return (
+        f"all {summary['n_judgments']} judgments failed; commonest reason: {reason} ({count}x"
+        + (f", e.g. {example}" if example else "")
+        + f"); details in {records_path}; fix the judge, then rerun with --retry-failed"
+    )
 
 
 def _summary(cfg, records, orders, model, baseline, prompts, missing, stats, request_model, wall_s) -> dict[str, Any]:
@@ -329,6 +380,9 @@ def _summary(cfg, records, orders, model, baseline, prompts, missing, stats, req
         "n_judgments": len(records),
         "n_failed": sum(failures.values()),
         "failures": dict(failures),
+        # why they failed: http_500, timeout, no_choices, html_body, unparseable_verdict, ...
+        "failure_reasons": dict(Counter(r["failure_reason"] for r in records if r["status"] != "ok").most_common()),
+        "failure_examples": _first_errors(records),
         "order_consistency": aggregate.pop("order_consistency"),
         **aggregate,
         "n_requests": stats.n_requests,

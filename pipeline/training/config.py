@@ -31,7 +31,9 @@ class LoraTrainConfig:
     # Names of the Linear modules (last name component) that get adapters. Llama, Gemma 3,
     # Mistral and Qwen name them q_proj/k_proj/v_proj/o_proj; other models fail with a list of
     # the Linear names they do have.
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], metadata={"comma_separated": True}
+    )
 
     # Batch. The effective (global) batch is micro_batch_size x world_size x gradient
     # accumulation steps; accumulation = round(effective_batch_size / (micro_batch_size x
