@@ -37,7 +37,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("eval-gen-kwargs-shape", [*EVAL, "--model_args", "pretrained=TINY", "--gen_kwargs", "temperature"], "is not key=value"),
     ("eval-negative-limit", [*EVAL, "--model_args", "pretrained=TINY", "--limit", "-1"], "--limit must be positive"),
     ("eval-batch-size", [*EVAL, "--model_args", "pretrained=TINY", "--batch_size", "-3"], "--batch_size '-3'"),
-    ("eval-seed", [*EVAL, "--model_args", "pretrained=TINY", "--seed", "-1"], "argument --seed"),
+    ("eval-seed", [*EVAL, "--model_args", "pretrained=TINY", "--seed", "-1"], "--seed -1: seeds must be >= 0"),
     ("eval-output-is-a-file", ["eval", "--output", "FILE", "--model_args", "pretrained=TINY", "--data-dir", "DATA"], "is an existing file, not a directory"),
     ("eval-output-under-a-file", ["eval", "--output", "FILE/sub", "--model_args", "pretrained=TINY", "--data-dir", "DATA"], "is a file, so the directory cannot be created"),
     ("eval-corrupt-weights", [*EVAL, "--model_args", "pretrained=CORRUPT"], "not a readable safetensors file"),
