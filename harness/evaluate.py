@@ -10,7 +10,6 @@ Output layout (documented in README):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -22,14 +21,12 @@ from harness import data
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import run_provenance
-from harness.common.registry import unknown_name_error
+from harness.models import LOCAL_BACKENDS, parse_model_args, resolve_model_args, weights_fingerprint
+from harness.models import build_lm as build_backend_lm
 from harness.models import model_id as default_model_id
-from harness.models import parse_model_args, resolve_model_args
+from harness.models import register_backends as _register_backends  # noqa: F401  (ls, baselines)
 from harness.task_registry import resolve_task_names, short_name, task_manager, task_versions
 
-# Backends that load a local checkpoint: their pretrained/peft/tokenizer args are resolved
-# (aliases, GGUF conversion, validation) before lm-eval sees them.
-LOCAL_BACKENDS = ("hf", "selfalign-hf", "vllm")
 DEFAULT_TASKS = ("truthfulqa_mc1", "truthfulqa_tf", "hhh")
 
 
@@ -52,56 +49,15 @@ class EvalConfig:
     seed: int = 1234
 
 
-def _register_backends() -> None:
-    import lm_eval.models  # noqa: F401  (fills lm-eval's registry before ours is added)
-
-    try:
-        import harness.backends.selfalign_hf  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.backends.selfalign_hf":
-            raise
-
-
-def weights_fingerprint(args: dict[str, Any], backend: str) -> str:
-    """Identity of the model for the response cache: lm-eval keys its cache by request only."""
-    h = hashlib.sha256(backend.encode())
-    for key in ("pretrained", "peft", "tokenizer", "dtype", "revision"):
-        if key not in args:
-            continue
-        h.update(f"{key}={args[key]}".encode())
-        path = Path(str(args[key]))
-        if path.exists():
-            files = sorted(path.rglob("*")) if path.is_dir() else [path]
-            for f in files:
-                if f.is_file() and f.suffix in (".safetensors", ".bin", ".json", ".gguf", ".model"):
-                    st = f.stat()
-                    h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def _model_args_string(args: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in args.items())
-
-
 def build_lm(cfg: EvalConfig, args: dict[str, Any]):
-    from lm_eval.api.registry import MODEL_REGISTRY, get_model
-
-    _register_backends()
-    try:
-        cls = get_model(cfg.model)
-    except (KeyError, ValueError):
-        raise unknown_name_error("model backend", cfg.model, list(MODEL_REGISTRY.keys())) from None
-    extra = {"batch_size": cfg.batch_size, "device": cfg.device}
-    try:
-        return cls.create_from_arg_string(_model_args_string(args), extra)
-    except UserError:
-        raise
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"--model {cfg.model} --model_args {_model_args_string(args)}: cannot load ({type(exc).__name__}: {exc})") from None
+    return build_backend_lm(cfg.model, args, batch_size=cfg.batch_size, device=cfg.device)
 
 
 def _metadata(cfg: EvalConfig, args: dict[str, Any]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"data_dir": cfg.data_dir, "reference_half_candidates": cfg.tf_reference_half_candidates}
+    # seed: generation tasks copy it into each doc, so the sample log records it.
+    meta: dict[str, Any] = {
+        "data_dir": cfg.data_dir, "reference_half_candidates": cfg.tf_reference_half_candidates, "seed": cfg.seed,
+    }
     if cfg.meta_prompt:
         meta["meta_prompt"] = cfg.meta_prompt
     elif cfg.apply_chat_template:

@@ -8,6 +8,7 @@ reading GGUF takes 60-100 s and the cached copy loads in seconds with identical 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -24,6 +25,10 @@ from harness.common.registry import unknown_name_error
 
 # Bump when the conversion changes, so stale cached conversions are rebuilt.
 _CONVERSION_VERSION = "1"
+
+# Backends that load a local checkpoint: their pretrained/peft/tokenizer args are resolved
+# (aliases, GGUF conversion, validation) before lm-eval sees them.
+LOCAL_BACKENDS = ("hf", "selfalign-hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -194,3 +199,56 @@ def model_id(model_args: str | dict[str, Any]) -> str:
         tail = adapter.name if adapter.name not in ("adapter", "final") else f"{adapter.parent.name}-{adapter.name}"
         name = f"{base}+{tail}"
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+# -- building the lm-eval LM ---------------------------------------------------------------
+
+
+def register_backends() -> None:
+    import lm_eval.models  # noqa: F401  (fills lm-eval's registry before ours is added)
+
+    try:
+        import harness.backends.selfalign_hf  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "harness.backends.selfalign_hf":
+            raise
+
+
+def weights_fingerprint(args: dict[str, Any], backend: str) -> str:
+    """Identity of the model for the response cache: lm-eval keys its cache by request only."""
+    h = hashlib.sha256(backend.encode())
+    for key in ("pretrained", "peft", "tokenizer", "dtype", "revision"):
+        if key not in args:
+            continue
+        h.update(f"{key}={args[key]}".encode())
+        path = Path(str(args[key]))
+        if path.exists():
+            files = sorted(path.rglob("*")) if path.is_dir() else [path]
+            for f in files:
+                if f.is_file() and f.suffix in (".safetensors", ".bin", ".json", ".gguf", ".model"):
+                    st = f.stat()
+                    h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def model_args_string(args: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in args.items())
+
+
+def build_lm(backend: str, args: dict[str, Any], *, batch_size: int | str = 8, device: str = "cpu"):
+    """The lm-eval LM of ``backend`` for resolved ``args`` (what ``selfalign eval`` and the
+    TruthfulQA judges score with); a load failure is one line naming the backend and args."""
+    from lm_eval.api.registry import MODEL_REGISTRY, get_model
+
+    register_backends()
+    try:
+        cls = get_model(backend)
+    except (KeyError, ValueError):
+        raise unknown_name_error("model backend", backend, list(MODEL_REGISTRY.keys())) from None
+    extra = {"batch_size": batch_size, "device": device}
+    try:
+        return cls.create_from_arg_string(model_args_string(args), extra)
+    except UserError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"--model {backend} --model_args {model_args_string(args)}: cannot load ({type(exc).__name__}: {exc})") from None
