@@ -182,3 +182,50 @@ def test_train_judge_writes_metrics_and_reuses_them(tiny_model_dir, data_dir, tm
     assert train_judge("truth", str(tiny_model_dir), out, cfg, str(data_dir)) == json.loads(written)
     with pytest.raises(UserError, match="another kind, base, config or data"):
         train_judge("info", str(tiny_model_dir), out, cfg, str(data_dir))
+
+
+def test_run_judges_truthfulqa_gen_with_cached_trained_judges_and_reports(tmp_path, tiny_model_dir, data_dir, monkeypatch):
+    """`selfalign run` with truthfulqa_gen: judges trained once into the user cache, judged units
+    reused on a rerun, and the report's TruthfulQA generation table built from them."""
+    import os
+
+    from rich.console import Console
+
+    from reports.run import load_run_config, run
+    from tests.test_run import FakePipeline
+
+    monkeypatch.setenv("SELFALIGN_CACHE", str(tmp_path / "cache"))
+    judge_cfg_file = tmp_path / "judge.yaml"
+    judge_cfg_file.write_text(
+        "max_train_examples: 8\nmax_heldout_examples: 4\nscore_batch_size: 4\n"
+        "train: {max_steps: 1, micro_batch_size: 8, effective_batch_size: 8, warmup_steps: 0, gradient_checkpointing: false, max_length: 96}\n"
+    )
+    cfg = load_run_config(None, [
+        f"output={tmp_path / 'runs'}", "name=t", f"data_dir={data_dir}",
+        "pipeline.config=null", f"pipeline.overrides=[model.base={tiny_model_dir}]", "checkpoints=[base, engrave]",
+        "eval.tasks=[truthfulqa_gen]", "eval.limits={truthfulqa_gen: 2}", "eval.gen_kwargs={truthfulqa_gen: 'max_gen_toks=4'}",
+        f"truthfulqa_judge.base={tiny_model_dir}", f"truthfulqa_judge.train_config={judge_cfg_file}",
+    ])
+    quiet = Console(file=open(os.devnull, "w"))
+    manifest = run(cfg, quiet, pipeline_runner=FakePipeline(tiny_model_dir))
+    units = manifest["truthfulqa_judgments"]
+    assert len(units) == 2 and not any(u["reused"] for u in units) and all(u["n_scored"] == 4 for u in units)
+    trained = sorted(p.name for p in (tmp_path / "cache" / "judges").iterdir())
+    assert [n.split("-")[1] for n in trained] == ["info", "truth"]
+    run_dir = tmp_path / "runs" / "t"
+    summary = json.loads((run_dir / units[0]["dir"] / "summary.json").read_text())
+    assert summary["n"] == 2 and "judges/truthfulqa-truth-" in summary["judges"]["truth"]["spec"]
+
+    rows = json.loads((run_dir / "report" / "report.json").read_text())
+    table = next(t for t in rows["tables"] if t["key"] == "truthfulqa_generation")
+    measured = [r for r in table["rows"] if r["source"] == "measured"]
+    assert len(measured) == 2 and measured[0]["cells"]["truthful"]["value"] == summary["truthful"]
+    assert measured[0]["cells"]["truthful"]["n"] == 2 and "bleu_acc" in measured[0]["cells"]
+    reported = {r["label"]: r for r in table["rows"] if r["source"] == "reported"}
+    assert reported["Dromedary-65B final"]["cells"]["truthful_x_informative"]["value"] == 0.61
+    assert any("Judges:" in n and "judges/truthfulqa-info-" in n for n in table["notes"])
+
+    # rerun: the judges are not retrained and every judged unit is reused
+    monkeypatch.setattr("pipeline.training.train_lora", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    again = run(cfg, quiet, pipeline_runner=FakePipeline(tiny_model_dir))
+    assert all(u["reused"] for u in again["truthfulqa_judgments"])

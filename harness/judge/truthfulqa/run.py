@@ -48,7 +48,7 @@ class Answer:
     answer: str
 
 
-def _samples_file(path: Path) -> Path:
+def samples_file(path: Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
@@ -72,7 +72,7 @@ def _samples_file(path: Path) -> Path:
 
 def load_answers(spec: str) -> tuple[list[Answer], Path]:
     """The cleaned answers of a truthfulqa_gen run, in question order."""
-    path = _samples_file(Path(spec).expanduser())
+    path = samples_file(Path(spec).expanduser())
     records = read_records(path)
     if not records or "doc" not in records[0]:
         raise UserError(f"--answers {path}: not an lm-eval samples file (no 'doc'); pass a truthfulqa_gen run directory")

@@ -254,3 +254,16 @@ def train_judge(kind: str, base: str, output: str | Path, cfg: JudgeTrainConfig,
     }
     write_json_atomic(metrics_path, metrics)
     return metrics
+
+
+def cached_judge_spec(kind: str, base: str, config_path: str | Path | None, data_dir: str | Path | None = None) -> str:
+    """A judge trained once per (kind, base, config, data) under the user cache and reused after:
+    ``<cache>/judges/truthfulqa-<kind>-<identity>/``; returns its model_args spec."""
+    from harness.common.config import load_config
+    from harness.common.paths import cache_root
+
+    cfg = load_config(JudgeTrainConfig, config_path)
+    _, data_path = load_finetune(kind, data_dir)
+    identity = train_identity(kind, base, cfg, sha256_file(data_path))
+    metrics = train_judge(kind, base, cache_root() / "judges" / f"truthfulqa-{kind}-{identity}", cfg, data_dir)
+    return metrics["spec"]
