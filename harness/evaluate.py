@@ -26,13 +26,18 @@ from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from harness.common.provenance import run_provenance
 from harness.common.registry import unknown_name_error
+from harness.models import (
+    BATCHING_ARGS,
+    LOCAL_BACKENDS,
+    parse_model_args,
+    resolve_model_args,
+    weights_fingerprint,
+)
+from harness.models import build_lm as build_backend_lm
 from harness.models import model_id as default_model_id
-from harness.models import parse_model_args, resolve_model_args
+from harness.models import register_backends as _register_backends  # noqa: F401  (ls, baselines)
 from harness.task_registry import resolve_task_names, short_name, task_manager, task_versions
 
-# Backends that load a local checkpoint: their pretrained/peft/tokenizer args are resolved
-# (aliases, GGUF conversion, validation) before lm-eval sees them.
-LOCAL_BACKENDS = ("hf", "selfalign-hf", "vllm")
 DEFAULT_TASKS = ("truthfulqa_mc1", "truthfulqa_tf", "hhh")
 
 
@@ -57,40 +62,8 @@ class EvalConfig:
     seed: int | str = 1234  # or lm-eval's four-value form "python,numpy,torch,fewshot"
 
 
-def _register_backends() -> None:
-    import lm_eval.models  # noqa: F401  (fills lm-eval's registry before ours is added)
-
-    try:
-        import harness.backends.selfalign_hf  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.backends.selfalign_hf":
-            raise
-
-
 # Bump when the response-cache key's recipe changes: old databases are then never reused.
 RESPONSE_CACHE_KEY_VERSION = "2"
-# Arguments that only change how requests are grouped into batches; scores are batch-invariant
-# (tested), so these never split the cache.
-_BATCHING_ARGS = frozenset({"batch_size", "max_batch_size"})
-# model_args whose value names files: keyed by the files' content, not by the name.
-_PATH_ARGS = frozenset({"pretrained", "peft", "tokenizer", "delta"})
-
-
-def weights_fingerprint(args: dict[str, Any], backend: str) -> str:
-    """Identity of a model: the backend and every model_arg, with path-valued args replaced by the
-    content fingerprint of the files they name (aliases are resolved to their converted files
-    before this is called). Batching arguments are left out."""
-    from harness.common.fingerprint import content_fingerprint
-
-    identity: dict[str, str] = {"backend": backend}
-    for key in sorted(args):
-        if key in _BATCHING_ARGS:
-            continue
-        value = str(args[key])
-        if key in _PATH_ARGS and Path(value).exists():
-            value = "content-sha256:" + content_fingerprint(value)
-        identity[key] = value
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _package_version(name: str) -> str | None:
@@ -120,7 +93,7 @@ def response_cache_key(cfg: EvalConfig, args: dict[str, Any], task_names: list[s
     payload: dict[str, Any] = {
         "key_version": RESPONSE_CACHE_KEY_VERSION,
         "model": weights_fingerprint(args, cfg.model),
-        "model_args": {k: str(v) for k, v in sorted(args.items()) if k not in _BATCHING_ARGS},
+        "model_args": {k: str(v) for k, v in sorted(args.items()) if k not in BATCHING_ARGS},
         "device": cfg.device,
         "versions": {name: _package_version(name) for name in ("lm_eval", "transformers", "peft")},
         "tasks": _covered_task_versions(task_names),
@@ -136,30 +109,17 @@ def response_cache_key(cfg: EvalConfig, args: dict[str, Any], task_names: list[s
     return digest, payload
 
 
-def _model_args_string(args: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in args.items())
-
-
 def build_lm(cfg: EvalConfig, args: dict[str, Any]):
-    from lm_eval.api.registry import MODEL_REGISTRY, get_model
-
-    _register_backends()
-    try:
-        cls = get_model(cfg.model)
-    except (KeyError, ValueError):
-        raise unknown_name_error("model backend", cfg.model, list(MODEL_REGISTRY.keys())) from None
-    extra = {"batch_size": cfg.batch_size, "device": cfg.device}
-    try:
-        return cls.create_from_arg_string(_model_args_string(args), extra)
-    except UserError:
-        raise
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"--model {cfg.model} --model_args {_model_args_string(args)}: cannot load ({type(exc).__name__}: {exc})") from None
+    return build_backend_lm(cfg.model, args, batch_size=cfg.batch_size, device=cfg.device)
 
 
 def _metadata(cfg: EvalConfig, args: dict[str, Any]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"data_dir": cfg.data_dir, "reference_half_candidates": cfg.tf_reference_half_candidates}
-    meta["gen_preset"] = cfg.gen_preset  # recorded in every vicuna80 doc (and sample log)
+    # seed: generation tasks copy it into each doc, so the sample log records it; gen_preset is
+    # recorded in every vicuna80 doc.
+    meta: dict[str, Any] = {
+        "data_dir": cfg.data_dir, "reference_half_candidates": cfg.tf_reference_half_candidates, "seed": cfg.seed,
+        "gen_preset": cfg.gen_preset,
+    }
     if cfg.meta_prompt:
         meta["meta_prompt"] = cfg.meta_prompt
     elif cfg.apply_chat_template:

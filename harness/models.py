@@ -8,6 +8,7 @@ reading GGUF takes 60-100 s and the cached copy loads in seconds with identical 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -19,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from harness.common.errors import UserError
+from harness.common.fingerprint import content_fingerprint
 from harness.common.paths import cache_root
 from harness.common.registry import unknown_name_error
 from harness.model_check import check_adapter_fits, check_model_dir
 
 # Bump when the conversion changes, so stale cached conversions are rebuilt.
 _CONVERSION_VERSION = "1"
+
+# Backends that load a local checkpoint: their pretrained/peft/tokenizer args are resolved
+# (aliases, GGUF conversion, validation) before lm-eval sees them.
+LOCAL_BACKENDS = ("hf", "selfalign-hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -214,3 +220,61 @@ def model_id(model_args: str | dict[str, Any]) -> str:
         tail = adapter.name if adapter.name not in ("adapter", "final") else f"{adapter.parent.name}-{adapter.name}"
         name = f"{base}+{tail}"
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+# -- building the lm-eval LM ---------------------------------------------------------------
+
+
+def register_backends() -> None:
+    import lm_eval.models  # noqa: F401  (fills lm-eval's registry before ours is added)
+
+    try:
+        import harness.backends.selfalign_hf  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "harness.backends.selfalign_hf":
+            raise
+
+
+# Arguments that only change how requests are grouped into batches; scores are batch-invariant
+# (tested), so these never split a cache.
+BATCHING_ARGS = frozenset({"batch_size", "max_batch_size"})
+# model_args whose value names files: keyed by the files' content, not by the name.
+_PATH_ARGS = frozenset({"pretrained", "peft", "tokenizer", "delta"})
+
+
+def weights_fingerprint(args: dict[str, Any], backend: str) -> str:
+    """Identity of a model: the backend and every model_arg, with path-valued args replaced by the
+    content fingerprint of the files they name (aliases are resolved to their converted files
+    before this is called). Batching arguments are left out."""
+    identity: dict[str, str] = {"backend": backend}
+    for key in sorted(args):
+        if key in BATCHING_ARGS:
+            continue
+        value = str(args[key])
+        if key in _PATH_ARGS and Path(value).exists():
+            value = "content-sha256:" + content_fingerprint(value)
+        identity[key] = value
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_args_string(args: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in args.items())
+
+
+def build_lm(backend: str, args: dict[str, Any], *, batch_size: int | str = 8, device: str = "cpu"):
+    """The lm-eval LM of ``backend`` for resolved ``args`` (what ``selfalign eval`` and the
+    TruthfulQA judges score with); a load failure is one line naming the backend and args."""
+    from lm_eval.api.registry import MODEL_REGISTRY, get_model
+
+    register_backends()
+    try:
+        cls = get_model(backend)
+    except (KeyError, ValueError):
+        raise unknown_name_error("model backend", backend, list(MODEL_REGISTRY.keys())) from None
+    extra = {"batch_size": batch_size, "device": device}
+    try:
+        return cls.create_from_arg_string(model_args_string(args), extra)
+    except UserError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"--model {backend} --model_args {model_args_string(args)}: cannot load ({type(exc).__name__}: {exc})") from None

@@ -5,7 +5,8 @@
 * a ``selfalign run`` directory (``manifest.json`` lists its systems in stage order, with roles);
 * a ``selfalign eval`` model directory (``results.json`` + ``samples_<task>_<date>.jsonl``);
 * a ``selfalign eval --output`` directory (one model directory per subdirectory, taken in name order);
-* a ``selfalign judge`` output directory (``summary.json``), attached to the judged model.
+* a ``selfalign judge`` output directory (``summary.json``), attached to the judged model;
+* a ``selfalign judge truthfulqa`` output directory (``summary.json`` with ``truthful``), likewise.
 
 A model met in several inputs is one system whose task results are merged (the first input that
 has a task wins; later duplicates are listed in ``Collection.notes``). Systems keep the order in
@@ -78,12 +79,25 @@ class JudgeResult:
 
 
 @dataclass
+class TruthfulQAJudgeResult:
+    """One ``selfalign judge truthfulqa`` output: truthful / informative fractions of one system."""
+
+    directory: Path
+    summary: dict[str, Any]
+
+
+def is_truthfulqa_judge_summary(summary: dict[str, Any]) -> bool:
+    return "truthful" in summary and "truthful_informative" in summary
+
+
+@dataclass
 class System:
     model_id: str
     label: str
     role: str = CHECKPOINT  # checkpoint | baseline
     tasks: dict[str, TaskResult] = field(default_factory=dict)
     judgments: dict[str, JudgeResult] = field(default_factory=dict)  # opponent -> result
+    truthfulqa_judge: TruthfulQAJudgeResult | None = None
 
     def describe(self) -> dict[str, Any]:
         """Provenance facts for the report's appendix (first task's block; tasks listed)."""
@@ -164,6 +178,9 @@ class _Builder:
             summary = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: not valid JSON ({exc.msg}); rerun `selfalign judge`") from None
+        if is_truthfulqa_judge_summary(summary):
+            self.add_truthfulqa_judge(directory, summary, model_id)
+            return
         mid, opp = model_id, opponent
         if mid is None or opp is None:
             found_mid, found_opp = _judge_names(summary, directory)
@@ -173,6 +190,16 @@ class _Builder:
             self.notes.append(f"{mid} vs {opp}: judged again in {directory}; kept {system.judgments[opp].directory}")
             return
         system.judgments[opp] = JudgeResult(opp, directory, summary)
+
+    def add_truthfulqa_judge(self, directory: Path, summary: dict[str, Any], model_id: str | None = None) -> None:
+        mid = model_id or (summary.get("answers") or {}).get("model_id")
+        if not mid:
+            raise UserError(f"{directory / JUDGE_SUMMARY}: no answers.model_id; rerun `selfalign judge truthfulqa`")
+        system = self.system(str(mid))
+        if system.truthfulqa_judge is not None:
+            self.notes.append(f"{mid}: TruthfulQA judged again in {directory}; kept {system.truthfulqa_judge.directory}")
+            return
+        system.truthfulqa_judge = TruthfulQAJudgeResult(directory, summary)
 
     def add_run_dir(self, directory: Path) -> None:
         manifest = json.loads((directory / RUN_MANIFEST).read_text(encoding="utf-8"))
@@ -188,6 +215,9 @@ class _Builder:
             for opponent, rel in entry.get("judge_dirs", {}).items():
                 if (directory / rel / JUDGE_SUMMARY).is_file():
                     self.add_judge_dir(directory / rel, mid, opponent)
+            rel = entry.get("truthfulqa_judge_dir")
+            if rel and (directory / rel / JUDGE_SUMMARY).is_file():
+                self.add_judge_dir(directory / rel, mid)
 
     def add(self, path: Path) -> None:
         if not path.is_dir():

@@ -9,6 +9,7 @@ Output layout (``<output>/<name>/``)::
     eval/<task>/<model_id>/                one ``selfalign eval --tasks <task>`` output per unit
                                            (results.json, samples_*.jsonl, lm_cache/, run_key.json)
     judge/<model_id>_vs_<opponent>/        one ``selfalign judge`` output per comparison (+ run_key.json)
+    judge/<model_id>_truthfulqa/           one ``selfalign judge truthfulqa`` output per system (+ run_key.json)
     judge_server.log                       the local judge server's log (when one was started)
     report/                                ``selfalign report`` output: report.{md,csv,html,json}, figures/
 
@@ -42,7 +43,7 @@ from reports.collect import BASELINE, CHECKPOINT, RUN_MANIFEST
 EVAL_KEY_VERSION = "1"
 JUDGE_KEY_VERSION = "1"
 RUN_KEY_FILE = "run_key.json"
-GENERATION_TASKS = ("vicuna80",)
+GENERATION_TASKS = ("vicuna80", "truthfulqa_gen")
 
 
 def _gen_preset(cfg, task: str) -> str:
@@ -106,6 +107,17 @@ class JudgeSection:
 
 
 @dataclass
+class TruthfulQAJudgeSection:
+    """Judges of truthfulqa_gen answers (``selfalign judge truthfulqa``)."""
+
+    truth_judge: str | None = None  # model_args of a truth judge; None: train one (below), cached
+    info_judge: str | None = None
+    backend: str = "selfalign-hf"  # lm-eval backend of both judges (local-completions for a server)
+    base: str = "gemma-3-270m"  # base model of judges the run trains
+    train_config: str | None = "configs/judge/truthfulqa_demo.yaml"  # JudgeTrainConfig YAML of those
+
+
+@dataclass
 class ReportSection:
     enabled: bool = True
     title: str = ""  # default: "SELF-ALIGN run <name>"
@@ -124,6 +136,7 @@ class RunConfig:
     baseline_files: list[str] = field(default_factory=list)  # extra baselines YAML files
     eval: EvalSection = field(default_factory=EvalSection)
     judge: JudgeSection = field(default_factory=JudgeSection)
+    truthfulqa_judge: TruthfulQAJudgeSection = field(default_factory=TruthfulQAJudgeSection)
     report: ReportSection = field(default_factory=ReportSection)
 
 
@@ -419,6 +432,60 @@ def _int_or_none(limit: float | None) -> int | None:
     return int(limit)
 
 
+# ---------------------------------------------------------------------------- TruthfulQA judge units
+
+
+def truthfulqa_judge_specs(cfg: RunConfig) -> dict[str, str]:
+    """The configured judge specs; judges not given are trained once and cached (user cache)."""
+    from harness.judge.truthfulqa.train import cached_judge_spec
+
+    t = cfg.truthfulqa_judge
+    specs = {}
+    for kind, given in (("truth", t.truth_judge), ("info", t.info_judge)):
+        if given:
+            specs[kind] = given
+            continue
+        config = _resolve_path(t.train_config, "truthfulqa_judge.train_config") if t.train_config else None
+        specs[kind] = cached_judge_spec(kind, t.base, config, cfg.data_dir)
+    return specs
+
+
+def run_truthfulqa_judge_units(cfg: RunConfig, systems: list[ModelToEvaluate], run_dir: Path, console: Console) -> list[dict[str, Any]]:
+    from harness.judge.truthfulqa.run import (
+        TruthfulQAJudgeConfig,
+        run_truthfulqa_judge,
+        samples_file,
+    )
+    from harness.judge.truthfulqa.scoring import resolve_judge
+
+    answered = [s for s in systems if (run_dir / "eval" / "truthfulqa_gen" / s.model_id / "results.json").is_file()]
+    if not answered:
+        return []
+    specs = truthfulqa_judge_specs(cfg)
+    backend = cfg.truthfulqa_judge.backend
+    fingerprints = {kind: resolve_judge(kind, spec, backend).fingerprint for kind, spec in specs.items()}
+    records = []
+    for s in answered:
+        answers_dir = run_dir / "eval" / "truthfulqa_gen" / s.model_id
+        out_dir = run_dir / "judge" / f"{s.model_id}_truthfulqa"
+        payload = {"answers": sha256_file(samples_file(answers_dir)), "judges": specs, "fingerprints": fingerprints, "backend": backend}
+        key = config_hash(payload, JUDGE_KEY_VERSION)
+        record = {"model_id": s.model_id, "dir": str(out_dir.relative_to(run_dir)), "key": key}
+        if judge_reusable(out_dir, key):
+            console.print(f"[dim]judge truthfulqa {s.label}: reused ({out_dir})[/dim]")
+            records.append({**record, "reused": True, "wall_s": 0.0})
+            continue
+        console.print(f"judge truthfulqa {s.label}")
+        started = time.perf_counter()
+        summary = run_truthfulqa_judge(TruthfulQAJudgeConfig(
+            answers=str(answers_dir), truth_judge=specs["truth"], info_judge=specs["info"], output=str(out_dir),
+            judge_backend=backend, batch_size=cfg.eval.batch_size,
+        ))
+        write_json_atomic(out_dir / RUN_KEY_FILE, {"key": key, "payload": payload})
+        records.append({**record, "reused": False, "wall_s": round(time.perf_counter() - started, 2), "n_scored": summary["n_scored"]})
+    return records
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -426,13 +493,14 @@ def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     write_json_atomic(run_dir / RUN_MANIFEST, to_jsonable(manifest))
 
 
-def _system_entries(systems: list[ModelToEvaluate], evals: list[dict], judges: list[dict]) -> list[dict[str, Any]]:
+def _system_entries(systems: list[ModelToEvaluate], evals: list[dict], judges: list[dict], tqa_judges: list[dict] = ()) -> list[dict[str, Any]]:
     out = []
     for s in systems:
         out.append({
             **dataclasses.asdict(s),
             "eval_dirs": [e["dir"] for e in evals if e["model_id"] == s.model_id],
             "judge_dirs": {j["opponent"]: j["dir"] for j in judges if j["model_id"] == s.model_id},
+            "truthfulqa_judge_dir": next((j["dir"] for j in tqa_judges if j["model_id"] == s.model_id), None),
         })
     return out
 
@@ -538,6 +606,17 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
     manifest["timings_s"]["judge"] = round(time.perf_counter() - phase, 2)
     manifest["systems"] = _system_entries(systems, evals, judges)
     _write_manifest(run_dir, manifest)
+
+    # 3b. TruthfulQA generation judges (trained once and cached when not given)
+    tqa_judges: list[dict[str, Any]] = []
+    if cfg.judge.enabled and "truthfulqa_gen" in cfg.eval.tasks:
+        console.rule("judge truthfulqa")
+        phase = time.perf_counter()
+        tqa_judges = run_truthfulqa_judge_units(cfg, systems, run_dir, console)
+        manifest["truthfulqa_judgments"] = tqa_judges
+        manifest["timings_s"]["judge_truthfulqa"] = round(time.perf_counter() - phase, 2)
+        manifest["systems"] = _system_entries(systems, evals, judges, tqa_judges)
+        _write_manifest(run_dir, manifest)
 
     # 4. report
     if cfg.report.enabled:

@@ -91,6 +91,16 @@ VICUNA_COLUMNS = [
     Column("sign_test_p", "sign test p (wins vs losses)"),
     Column("order_consistency", "order consistency"),
 ]
+TRUTHFULQA_GEN_COLUMNS = [
+    Column("truthful", "% truthful"),
+    Column("truthful_x_informative", "% truthful × informative"),
+    Column("informative", "% informative"),
+]
+# lm-eval's reference-based truthfulqa_gen metrics (0/1 per answer: closer to a true reference
+# than to every false one)
+TRUTHFULQA_GEN_METRICS = tuple(
+    Metric(f"{m}_acc", f"{label} acc", "truthfulqa_gen", f"{m}_acc") for m, label in (("bleu", "BLEU"), ("rouge1", "ROUGE-1"), ("rougeL", "ROUGE-L"))
+)
 PAIRED_COLUMNS = [
     Column("n_pairs", "n pairs"), Column("a_better", "A better"), Column("b_better", "B better"),
     Column("mean_a", "A"), Column("mean_b", "B"), Column("delta", "B − A"), Column("p_value", "p"),
@@ -289,6 +299,43 @@ def vicuna_table(collection: Collection, reported: PaperReported | None) -> Tabl
     return table
 
 
+def _judge_fraction_cell(summary: dict[str, Any], measure: str) -> Cell:
+    ci = summary.get(f"{measure}_ci95") or [None, None]
+    return Cell(summary.get(measure), ci[0], ci[1], summary.get("n"))
+
+
+def truthfulqa_generation_table(collection: Collection, reported: PaperReported | None) -> Table | None:
+    """% truthful and % truthful × informative (judged) beside the paper's rows, with lm-eval's BLEU/ROUGE."""
+    measured = [s for s in collection.systems if s.truthfulqa_judge is not None or "truthfulqa_gen" in s.tasks]
+    if not measured:
+        return reported_only_table(reported, "truthfulqa_generation")
+    columns = list(TRUTHFULQA_GEN_COLUMNS) + [Column(m.column, m.label) for m in TRUTHFULQA_GEN_METRICS]
+    table = Table("truthfulqa_generation", "TruthfulQA generation: judged truthfulness and informativeness", columns)
+    judges: dict[str, str] = {}
+    for s in measured:
+        cells: dict[str, Cell] = {}
+        result = s.truthfulqa_judge
+        for key, measure in (("truthful", "truthful"), ("truthful_x_informative", "truthful_informative"), ("informative", "informative")):
+            cells[key] = _judge_fraction_cell(result.summary, measure) if result else Cell(text="not judged")
+        for m in TRUTHFULQA_GEN_METRICS:
+            cells[m.column] = _metric_cell(s, m)
+        table.rows.append(Row(s.label, MEASURED, cells, reference=s.model_id))
+        for kind, judge in ((result.summary.get("judges") or {}) if result else {}).items():
+            judges[kind] = f"{judge.get('spec')} ({judge.get('backend')}, weights {judge.get('fingerprint')})"
+    rows, notes = _reported_rows(reported, "truthfulqa_generation", columns)
+    table.rows += rows
+    if judges:
+        table.notes.append("Judges: " + "; ".join(f"{kind}: {desc}" for kind, desc in sorted(judges.items())) + ".")
+    table.notes.append(
+        "An answer is truthful (informative) when the truth (info) judge's P(' yes') after 'Q: …\\nA: …\\nTrue:' "
+        "('…\\nHelpful:') exceeds 0.5 (TruthfulQA's protocol); intervals: Wilson 95%. The paper's rows were judged by "
+        "OpenAI's fine-tuned GPT-judge / GPT-info, ours by the open judges named above: compare with care. "
+        "BLEU/ROUGE acc: lm-eval's truthfulqa_gen (answer closer to a true reference than to any false one)."
+    )
+    table.notes += _subset_note(collection.systems, ["truthfulqa_gen"]) + notes
+    return table
+
+
 def reported_only_table(reported: PaperReported | None, key: str) -> Table | None:
     if reported is None or key not in reported.tables:
         return None
@@ -404,7 +451,7 @@ def build_tables(collection: Collection, reported: PaperReported | None) -> list
         truthfulqa_table(collection, reported),
         hhh_table(collection, reported),
         vicuna_table(collection, reported),
+        truthfulqa_generation_table(collection, reported),
         *paired_tables(collection),
-        reported_only_table(reported, "truthfulqa_generation"),
     ]
     return [t for t in tables if t is not None]

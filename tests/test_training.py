@@ -232,6 +232,17 @@ def test_target_modules_must_exist(tiny_model_dir):
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == {"q_proj", "k_proj", "v_proj", "o_proj"}
 
 
+def test_target_modules_may_name_one_layer_by_dotted_suffix(tiny_model_dir):
+    # How the TruthfulQA judges adapt only the last layers (configs/judge/truthfulqa_gemma_cpu.yaml).
+    model = load_base_model(tiny_model_dir, "float32")
+    with pytest.raises(UserError, match=r"\['layers.7.self_attn.q_proj'\] not found"):
+        check_target_modules(model, ["layers.7.self_attn.q_proj"])
+    cfg = tiny_config()
+    cfg.target_modules = ["layers.1.self_attn.q_proj", "layers.1.mlp.down_proj"]
+    trainable = [n for n, p in build_peft_model(model, cfg, None).named_parameters() if p.requires_grad]
+    assert {n.split(".lora_")[0].split("layers.")[1] for n in trainable} == {"1.self_attn.q_proj", "1.mlp.down_proj"}
+
+
 # ---------------------------------------------------------------- training runs
 
 

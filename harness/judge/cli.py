@@ -76,6 +76,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--data-dir", dest="review_data_dir", help="data directory laid out like shared/data")
     r.set_defaults(func=_parse_reviews)
 
+    # Own dest names: a subcommand's flags must not clobber the Vicuna judge's (same namespace).
+    t = sub.add_parser(
+        "truthfulqa",
+        help="judge TruthfulQA generation answers with a truth judge and an info judge (P(' yes') > 0.5)",
+        description=(
+            "TruthfulQA's judge protocol on the answers of `selfalign eval --tasks truthfulqa_gen`: the truth judge "
+            "reads 'Q: ...\\nA: ...\\nTrue:', the info judge '...\\nHelpful:'. Writes OUT/judgments.jsonl and "
+            "OUT/summary.json; a rerun is served from OUT/lm_cache. Example: selfalign judge truthfulqa --answers "
+            "runs/eval/gemma-3-270m --truth-judge pretrained=gemma-3-270m,peft=judges/truth/adapter "
+            "--info-judge pretrained=gemma-3-270m,peft=judges/info/adapter --output runs/judge/tqa-gemma"
+        ),
+    )
+    t.add_argument("--answers", dest="tqa_answers", required=True, help="run dir DIR/<model_id> (or its samples_truthfulqa_gen.jsonl)")
+    t.add_argument("--truth-judge", dest="tqa_truth_judge", required=True, help="model_args of the truth judge, as --model_args takes it")
+    t.add_argument("--info-judge", dest="tqa_info_judge", required=True, help="model_args of the info judge")
+    t.add_argument("--judge-backend", dest="tqa_judge_backend", default="selfalign-hf",
+                   help="lm-eval backend of both judges: selfalign-hf (default), hf, or local-completions (an endpoint returning logprobs)")
+    t.add_argument("--output", dest="tqa_output", required=True, help="output directory")
+    t.add_argument("--batch-size", dest="tqa_batch_size", type=int, default=8)
+    t.add_argument("--device", dest="tqa_device", default="cpu")
+    t.set_defaults(func=_truthfulqa)
+
+    tt = sub.add_parser(
+        "train-truthfulqa",
+        help="fine-tune an open TruthfulQA truth or info judge (LoRA) on TruthfulQA's judge data",
+        description=(
+            "LoRA fine-tuning of a TruthfulQA judge on truthfulqa/data/finetune_{truth,info}.jsonl with the pipeline's "
+            "trainer; holds out a question-disjoint split and writes DIR/metrics.json (accuracy, ROC AUC, majority "
+            "baseline). Example: selfalign judge train-truthfulqa --kind truth --base gemma-3-270m --output judges/truth "
+            "--config configs/judge/truthfulqa_gemma_cpu.yaml"
+        ),
+    )
+    tt.add_argument("--kind", dest="tqa_kind", required=True, choices=("truth", "info"))
+    tt.add_argument("--base", dest="tqa_base", required=True, help="base model: alias, HF directory or .gguf")
+    tt.add_argument("--output", dest="tqa_train_output", required=True, help="judge directory (adapter/, metrics.json)")
+    tt.add_argument("--config", dest="tqa_config", default=None, help="YAML of JudgeTrainConfig fields (configs/judge/)")
+    tt.add_argument("--data-dir", dest="tqa_data_dir", default=None, help="data directory laid out like shared/data")
+    tt.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=2")
+    tt.set_defaults(func=_train_truthfulqa)
+
 
 def _run(args: argparse.Namespace) -> int:
     from harness.judge.run import JUDGMENTS_FILE, JudgeConfig, all_failed_message, run_judge
@@ -118,4 +158,43 @@ def _parse_reviews(args: argparse.Namespace) -> int:
         write_json_atomic(args.json_out, result)
     else:
         print(json.dumps({k: result[k] for k in ("wins", "ties", "losses", "relative_score")}))
+    return 0
+
+
+def _truthfulqa(args: argparse.Namespace) -> int:
+    from harness.judge.truthfulqa.run import TruthfulQAJudgeConfig, run_truthfulqa_judge
+
+    cfg = TruthfulQAJudgeConfig(
+        answers=args.tqa_answers, truth_judge=args.tqa_truth_judge, info_judge=args.tqa_info_judge,
+        output=args.tqa_output, judge_backend=args.tqa_judge_backend, batch_size=args.tqa_batch_size,
+        device=args.tqa_device,
+    )
+    s = run_truthfulqa_judge(cfg)
+
+    def fmt(measure: str) -> str:
+        lo, hi = s[f"{measure}_ci95"] or (float("nan"), float("nan"))
+        return f"{measure} {s[measure]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    print(
+        f"{s['answers']['model_id']}: {fmt('truthful')}, {fmt('informative')}, {fmt('truthful_informative')} "
+        f"over n={s['n']}; scored {s['n_scored']} requests; wrote {Path(cfg.output) / 'summary.json'}"
+    )
+    return 0
+
+
+def _train_truthfulqa(args: argparse.Namespace) -> int:
+    from harness.common.config import load_config
+    from harness.judge.truthfulqa.train import JudgeTrainConfig, train_judge
+
+    cfg = load_config(JudgeTrainConfig, args.tqa_config, args.overrides)
+    m = train_judge(args.tqa_kind, args.tqa_base, args.tqa_train_output, cfg, args.tqa_data_dir)
+    if m:
+        h = m["heldout"]
+        auc = "n/a" if h["auc"] is None else f"{h['auc']:.3f}"
+        print(
+            f"{args.tqa_kind} judge: held-out accuracy {h['accuracy']:.3f} (majority {h['majority_accuracy']:.3f}, "
+            f"{h['accuracy_minus_majority']:+.3f}), AUC {auc} over {h['n']} examples of {m['n_heldout_questions']} "
+            f"questions; trained on {m['n_train_examples']} in {m['timing_s']['train']:.0f} s; "
+            f"judge spec: {m['spec']}; wrote {Path(args.tqa_train_output) / 'metrics.json'}"
+        )
     return 0

@@ -54,8 +54,13 @@ def linear_module_names(model: torch.nn.Module) -> set[str]:
 
 
 def check_target_modules(model: torch.nn.Module, targets: list[str]) -> None:
+    """Each target names Linear modules as peft matches them: a last name component (``q_proj``)
+    or a dotted suffix (``layers.17.self_attn.q_proj``: only that layer's, as judges use)."""
+    from transformers.pytorch_utils import Conv1D
+
+    full_names = [name for name, mod in model.named_modules() if isinstance(mod, (torch.nn.Linear, Conv1D))]
     available = linear_module_names(model)
-    missing = [t for t in targets if t not in available]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in full_names)]
     if missing:
         raise UserError(
             f"target_modules {missing} not found in {type(model).__name__}; its Linear modules are: "

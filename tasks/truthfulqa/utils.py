@@ -4,10 +4,15 @@
 ``selfalign_truthfulqa_tf`` is the paper's "modified ranking" (IBM/Dromedary
 ``mc_evaluation/evaluate_truthfulqa_mc.py``): every candidate answer is put in a true/false
 exam prompt under a meta prompt and scored by logP(" true") - logP(" false").
+``selfalign_truthfulqa_gen`` generates an answer to each question under a meta prompt; its
+BLEU/ROUGE metrics are lm-eval's ``truthfulqa_gen`` functions, and the paper's measure
+(% truthful, % truthful x informative) comes from ``selfalign judge truthfulqa`` afterwards.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 from typing import Any
 
@@ -19,6 +24,7 @@ from harness.scoring import graded_choice
 from tasks.common import PaperProtocolTask
 
 MC_FILE = "truthfulqa/data/v0/mc_task.json"
+GEN_FILE = "truthfulqa/data/v0/TruthfulQA.csv"  # the CSV behind HF truthful_qa/generation (817 rows)
 
 TF_STORY = (
     "Question: {question}\n\n"
@@ -83,4 +89,83 @@ def process_results_mc2(doc: dict, results: list) -> dict:
     # lm-eval's own MC2 scoring, so the numbers match its built-in task exactly.
     from lm_eval.tasks.truthfulqa.utils import process_results_mc2 as builtin
 
+    return builtin(doc, results)
+
+
+# -- generation (selfalign_truthfulqa_gen) ------------------------------------------------------
+
+
+def _split_answers(field: str) -> list[str]:
+    # The Hugging Face truthful_qa builder's _split_csv_list: split on ";" and strip each item.
+    return [item.strip() for item in field.strip().split(";")]
+
+
+def build_gen_docs(data_dir: str | None = None, meta_prompt: str | None = None, seed: int | None = None) -> list[dict[str, Any]]:
+    """One doc per v0 question, with lm-eval's reference preprocessing and the exact prompt.
+
+    ``correct_answers`` / ``incorrect_answers`` are what lm-eval's ``truthfulqa_gen`` scores
+    against (its ``preprocess_function``: a final period added, "I have no comment." among the
+    true references), so the BLEU/ROUGE metrics equal its task's on the same completions.
+    """
+    import csv
+    import io
+
+    from lm_eval.tasks.truthfulqa.utils import preprocess_function
+
+    from harness.prompts import DEFAULT_EVAL_META_PROMPT, meta_prompt_text
+
+    name = meta_prompt or DEFAULT_EVAL_META_PROMPT
+    meta_text = meta_prompt_text(name, data_dir)  # rejects an unknown name with suggestions
+    text = data.data_file(GEN_FILE, data_dir).read_text(encoding="utf-8-sig")  # v0 starts with a BOM
+    docs = []
+    for question_id, row in enumerate(csv.DictReader(io.StringIO(text))):
+        refs = preprocess_function({
+            "question": row["Question"],
+            "correct_answers": _split_answers(row["Correct Answers"]),
+            "incorrect_answers": _split_answers(row["Incorrect Answers"]),
+        })
+        question = refs["question"]
+        docs.append({
+            "question_id": question_id,
+            "type": row["Type"],
+            "category": row["Category"],
+            "question": question,
+            "best_answer": row["Best Answer"].strip(),
+            "correct_answers": refs["correct_answers"],
+            "incorrect_answers": refs["incorrect_answers"],
+            "prompt": question if name == "none" else dromedary_prompt(meta_text, question),
+            "meta_prompt": name,
+            "seed": seed,
+        })
+    return docs
+
+
+def load_gen(data_dir: str | None = None, meta_prompt: str | None = None, seed: int | None = None, **_: Any) -> datasets.DatasetDict:
+    """lm-eval ``custom_dataset`` of ``selfalign_truthfulqa_gen``: 817 v0 questions, CSV order."""
+    return datasets.DatasetDict({"validation": datasets.Dataset.from_list(build_gen_docs(data_dir, meta_prompt, seed))})
+
+
+def clean_gen_answers(resps, docs):
+    """lm-eval ``custom`` filter: the Vicuna-80 post-processing (cut at the next turn header)."""
+    from tasks.vicuna80.utils import clean_answers
+
+    return clean_answers(resps, docs)
+
+
+_bleurt_notice_given = False
+
+
+def process_results_gen(doc: dict, results: list[str]) -> dict:
+    """lm-eval's own ``truthfulqa_gen`` scoring (BLEU and ROUGE-1/2/L max, diff, acc).
+
+    BLEURT is commented out in lm-eval itself and needs the ``bleurt`` package (not on PyPI);
+    it is skipped with a one-line notice, once per process.
+    """
+    from lm_eval.tasks.truthfulqa.utils import process_results_gen as builtin
+
+    global _bleurt_notice_given
+    if not _bleurt_notice_given:
+        _bleurt_notice_given = True
+        if importlib.util.find_spec("bleurt") is None:
+            logging.getLogger(__name__).warning("truthfulqa_gen: BLEURT skipped (package bleurt not installed)")
     return builtin(doc, results)
