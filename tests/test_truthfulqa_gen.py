@@ -10,6 +10,7 @@ import math
 import datasets
 import pytest
 
+from harness.common.run_files import samples_path
 from harness.evaluate import EvalConfig, run_eval
 from harness.models import model_id
 from harness.prompts import dromedary_prompt, meta_prompt_text
@@ -98,9 +99,9 @@ def test_eval_writes_bleu_rouge_equal_to_lm_eval_on_its_completions(tiny_model_d
     )
     results = run_eval(cfg)
     run_dir = tmp_path / "eval" / model_id(cfg.model_args)
-    samples = [json.loads(line) for line in (run_dir / "samples_truthfulqa_gen.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in samples_path(run_dir, "truthfulqa_gen").read_text().splitlines()]
     assert [s["doc"]["question_id"] for s in samples] == [0, 1, 2]
-    gen_args = samples[0]["arguments"][0][1]  # [context, generation kwargs] of the one request
+    gen_args = samples[0]["arguments"]["gen_args_0"]["arg_1"]  # the request's generation kwargs (lm-eval's on-disk form)
     assert gen_args["temperature"] == 0.7 and gen_args["do_sample"] is True and gen_args["max_gen_toks"] == 12
     assert samples[0]["doc"]["seed"] == 5 and samples[0]["doc"]["meta_prompt"] == "verbose"
     builtin_docs = _builtin_docs(data_dir, 3)

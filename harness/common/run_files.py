@@ -58,3 +58,17 @@ def samples_path(model_dir: str | Path, task: str) -> Path:
     if stamped:
         return stamped[-1]
     return Path(model_dir) / f"samples_{task.removeprefix(TASK_PREFIX)}.jsonl"
+
+
+def latest_samples(directory: str | Path, task: str, *, nested: bool = False) -> list[Path]:
+    """The samples file of ``task`` to read in ``directory`` (or, ``nested``, in each of its
+    subdirectories): the latest run's when runs are timestamped, else the pre-timestamp file."""
+    short = task.removeprefix(TASK_PREFIX)
+    patterns = (f"samples_{short}.jsonl", f"samples_{TASK_PREFIX}{short}*.jsonl")
+    prefix = "*/" if nested else ""
+    found = sorted({p for pattern in patterns for p in Path(directory).glob(prefix + pattern)})
+    latest: list[Path] = []
+    for parent in sorted({p.parent for p in found}):
+        stamped = timestamped_samples(parent, short)
+        latest += stamped[-1:] or [p for p in found if p.parent == parent]
+    return latest

@@ -21,7 +21,7 @@ from typing import Any
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records
 from harness.common.registry import unknown_name_error
-from harness.common.run_files import timestamped_samples
+from harness.common.run_files import latest_samples
 from harness.data import data_file, read_jsonl
 
 QUESTIONS_FILE = "vicuna_bench/fastchat/eval/table/question.jsonl"
@@ -39,9 +39,6 @@ RECORDED: dict[str, str] = {
     )
 }
 TASK_NAME = "selfalign_vicuna80"
-# `selfalign eval` and lm-eval's own CLI write samples_<task>_<timestamp>.jsonl (one per run: the
-# latest is judged); older `selfalign eval` directories hold samples_<short name>.jsonl.
-SAMPLES_GLOBS = ("samples_vicuna80.jsonl", f"samples_{TASK_NAME}*.jsonl")
 # The filter of tasks/vicuna80 whose output is the cleaned answer.
 ANSWER_FILTER = "clean"
 
@@ -81,28 +78,18 @@ def _fastchat_answers(records: list[dict], where: str) -> dict[int, str]:
     return answers
 
 
-def _glob(directory: Path, prefix: str = "") -> list[Path]:
-    """The vicuna80 samples files per directory: the latest run's when runs are timestamped."""
-    found = sorted({p for pattern in SAMPLES_GLOBS for p in directory.glob(prefix + pattern)})
-    latest = []
-    for parent in sorted({p.parent for p in found}):
-        stamped = timestamped_samples(parent, TASK_NAME)
-        latest += stamped[-1:] or [p for p in found if p.parent == parent]
-    return latest
-
-
 def _samples_file(directory: Path, flag: str) -> Path:
-    found = _glob(directory)
+    found = latest_samples(directory, TASK_NAME)
     if not found:
         # DIR/<model_id>/ is the documented layout; accept DIR itself when it holds one model.
-        nested = _glob(directory, "*/")
+        nested = latest_samples(directory, TASK_NAME, nested=True)
         if len({p.parent for p in nested}) == 1:
             found = nested
     if not found:
         others = sorted(p.name for p in directory.glob("samples_*.jsonl"))
         have = f" (it has {', '.join(others[:4])})" if others else ""
         raise UserError(
-            f"{flag} {directory}: no vicuna80 samples ({' or '.join(SAMPLES_GLOBS)}){have}; generate them with "
+            f"{flag} {directory}: no vicuna80 samples (samples_selfalign_vicuna80_<date>.jsonl){have}; generate them with "
             f"`selfalign eval --tasks vicuna80 --output DIR` and pass DIR/<model_id>"
         )
     if len(found) > 1:

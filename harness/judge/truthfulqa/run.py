@@ -16,6 +16,7 @@ from typing import Any
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records, write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import run_provenance
+from harness.common.run_files import latest_samples
 from harness.judge.truthfulqa.scoring import (
     DEFAULT_BACKEND,
     THRESHOLD,
@@ -25,7 +26,6 @@ from harness.judge.truthfulqa.scoring import (
 )
 
 TASK_NAME = "selfalign_truthfulqa_gen"
-SAMPLES_GLOBS = ("samples_truthfulqa_gen.jsonl", f"samples_{TASK_NAME}*.jsonl")
 ANSWER_FILTER = "clean"
 SCHEMA_VERSION = 1
 
@@ -53,9 +53,9 @@ def samples_file(path: Path) -> Path:
         return path
     if not path.is_dir():
         raise UserError(f"--answers {path}: no such directory or file; pass DIR/<model_id> of `selfalign eval --tasks truthfulqa_gen`")
-    found = sorted({p for g in SAMPLES_GLOBS for p in path.glob(g)})
+    found = latest_samples(path, TASK_NAME)
     if not found:
-        nested = sorted({p for g in SAMPLES_GLOBS for p in path.glob("*/" + g)})
+        nested = latest_samples(path, TASK_NAME, nested=True)
         if len({p.parent for p in nested}) == 1:
             found = nested
     if not found:
