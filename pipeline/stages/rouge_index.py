@@ -7,7 +7,9 @@ bounds that hold for every pair decide which pairs can pass, so only those are s
 
 - LCS ≤ min(|a|, |b|), so F > t needs ``|b| ≥ r·|a|`` with ``r = t / (2 − t)`` (length filter);
 - LCS ≤ the multiset overlap O of the two token lists, so F > t needs ``O ≥ t·(|a|+|b|)/2``,
-  at least ``α(|a|) = ⌈r·|a|⌉`` whatever the partner's length.
+  at least ``α(|a|) = ⌈r·|a|⌉`` whatever the partner's length; and at the first common element
+  of the two sorted lists, at positions (i, j), O ≤ 1 + min(|a|−1−i, |b|−1−j) (PPJoin's
+  positional filter).
 
 A multiset is made a set by numbering repeats (the 2nd "the" is the element ("the", 2)), so
 set-similarity-join prefix filtering applies: with every set sorted by one global element order,
@@ -154,11 +156,12 @@ class RougeLIndex:
         self._lens.append(n)
         if n:
             postings = self._postings
-            for element in self._elements(ids)[: self._prefix_len(n)]:
+            for position, element in enumerate(self._elements(ids)[: self._prefix_len(n)]):
                 lst = postings.get(element)
                 if lst is None:
                     lst = postings[element] = array("I")
                 lst.append(index)
+                lst.append(position)
         return index
 
     def best_match(self, text: str) -> tuple[float, int] | None:
@@ -169,18 +172,31 @@ class RougeLIndex:
         if not m:
             return None  # rouge-score scores an empty text 0 against anything
         prefix = self._elements(ids)[: self._prefix_len(m)]
-        lists = [lst for lst in map(self._postings.get, prefix) if lst is not None]
-        if not lists:
+        # Postings hold (pool index, position in that member's sorted elements) pairs. Views on
+        # the arrays live only inside this call (an exported buffer cannot grow).
+        found, x_rest = [], []
+        for i, lst in enumerate(map(self._postings.get, prefix)):
+            if lst is not None:
+                found.append(np.frombuffer(lst, dtype=np.uint32).reshape(-1, 2))
+                x_rest.append(np.full(len(lst) // 2, m - 1 - i, dtype=np.int64))
+        if not found:
             return None
-        # Views on the arrays live only inside this call (an exported buffer cannot grow).
-        index = np.unique(np.concatenate([np.frombuffer(lst, dtype=np.uint32) for lst in lists]))
+        hits = np.concatenate(found)
+        index, y_pos = hits[:, 0], hits[:, 1].astype(np.int64)
         lens = np.frombuffer(self._lens, dtype=np.uint32)[index].astype(np.int64)
         n_lo = math.ceil(self._ratio * m - _MARGIN)
         n_hi = math.floor(m / self._ratio + _MARGIN)
-        fits = (lens >= n_lo) & (lens <= n_hi)
-        index, lens = index[fits], lens[fits]
+        # Positional filter (PPJoin): at the pair's first common element, at positions (i, j) of
+        # the two sorted element lists, the overlap is at most 1 + min(m-1-i, n-1-j); later
+        # common elements give smaller bounds, so a pair that can pass passes at some hit.
+        overlap_bound = 1 + np.minimum(np.concatenate(x_rest), lens - 1 - y_pos)
+        need = np.ceil(self._half_bound * (m + lens) - _MARGIN)
+        keep = (lens >= n_lo) & (lens <= n_hi) & (overlap_bound >= need)
+        del found, hits
+        index = np.unique(index[keep])
         if not index.size:
             return None
+        lens = np.frombuffer(self._lens, dtype=np.uint32)[index].astype(np.int64)
         # The smallest LCS that can give F >= the (loosened) threshold, per pair.
         need = np.ceil(self._half_bound * (m + lens) - _MARGIN).astype(np.int64)
         seqs = self._seqs
