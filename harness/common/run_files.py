@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from harness.common.errors import UserError
+
 TASK_PREFIX = "selfalign_"
 LATEST_RESULTS = "results.json"
 
@@ -72,3 +74,29 @@ def latest_samples(directory: str | Path, task: str, *, nested: bool = False) ->
         stamped = timestamped_samples(parent, short)
         latest += stamped[-1:] or [p for p in found if p.parent == parent]
     return latest
+
+
+def judged_samples_file(path: str | Path, task: str, flag: str) -> Path:
+    """The samples file of ``task`` that a judge reads from ``path``: the file itself,
+    ``DIR/<model_id>`` (its latest run), or ``DIR`` holding one model directory."""
+    path = Path(path).expanduser()
+    short = task.removeprefix(TASK_PREFIX)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise UserError(f"{flag} {path}: no such directory or file; pass DIR/<model_id> of `selfalign eval --tasks {short}`")
+    found = latest_samples(path, task)
+    if not found:
+        nested = latest_samples(path, task, nested=True)
+        if len({p.parent for p in nested}) == 1:
+            found = nested
+    if not found:
+        others = sorted(p.name for p in path.glob("samples_*.jsonl"))
+        have = f" (it holds {', '.join(others[:4])}: answers of another task)" if others else ""
+        raise UserError(
+            f"{flag} {path}: no {short} samples (samples_{TASK_PREFIX}{short}_<date>.jsonl){have}; generate them with "
+            f"`selfalign eval --tasks {short} --output DIR` and pass DIR/<model_id>"
+        )
+    if len(found) > 1:
+        raise UserError(f"{flag} {path}: {len(found)} {short} sample files ({', '.join(p.name for p in found)}); pass the one to judge as a file path")
+    return found[0]

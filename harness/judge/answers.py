@@ -21,7 +21,7 @@ from typing import Any
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records
 from harness.common.registry import unknown_name_error
-from harness.common.run_files import latest_samples
+from harness.common.run_files import judged_samples_file
 from harness.data import data_file, read_jsonl
 
 QUESTIONS_FILE = "vicuna_bench/fastchat/eval/table/question.jsonl"
@@ -76,28 +76,6 @@ def _fastchat_answers(records: list[dict], where: str) -> dict[int, str]:
             raise UserError(f"{where}: record {i} has no question_id/text; not a FastChat answer file")
         answers[int(r["question_id"])] = str(r["text"])
     return answers
-
-
-def _samples_file(directory: Path, flag: str) -> Path:
-    found = latest_samples(directory, TASK_NAME)
-    if not found:
-        # DIR/<model_id>/ is the documented layout; accept DIR itself when it holds one model.
-        nested = latest_samples(directory, TASK_NAME, nested=True)
-        if len({p.parent for p in nested}) == 1:
-            found = nested
-    if not found:
-        others = sorted(p.name for p in directory.glob("samples_*.jsonl"))
-        have = f" (it has {', '.join(others[:4])})" if others else ""
-        raise UserError(
-            f"{flag} {directory}: no vicuna80 samples (samples_selfalign_vicuna80_<date>.jsonl){have}; generate them with "
-            f"`selfalign eval --tasks vicuna80 --output DIR` and pass DIR/<model_id>"
-        )
-    if len(found) > 1:
-        raise UserError(
-            f"{flag} {directory}: {len(found)} vicuna80 sample files ({', '.join(p.name for p in found)}); "
-            "pass the one to judge as a file path"
-        )
-    return found[0]
 
 
 def _sample_answer(record: dict, where: str) -> str:
@@ -173,7 +151,7 @@ def load_answer_set(spec: str, questions: dict[int, Question], data_dir: str | P
         return AnswerSet(spec, str(path), "recorded", _fastchat_answers(read_records(path), str(path)))
     path = Path(spec).expanduser()
     if path.is_dir():
-        samples = _samples_file(path, flag)
+        samples = judged_samples_file(path, TASK_NAME, flag)
         answers, info = _samples_answers(samples, questions)
         return AnswerSet(samples.parent.name, str(samples.resolve()), "lm_eval_samples", answers, info)
     if path.is_file():

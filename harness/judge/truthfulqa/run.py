@@ -16,7 +16,7 @@ from typing import Any
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records, write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import run_provenance
-from harness.common.run_files import latest_samples
+from harness.common.run_files import judged_samples_file
 from harness.judge.truthfulqa.scoring import (
     DEFAULT_BACKEND,
     THRESHOLD,
@@ -49,25 +49,7 @@ class Answer:
 
 
 def samples_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise UserError(f"--answers {path}: no such directory or file; pass DIR/<model_id> of `selfalign eval --tasks truthfulqa_gen`")
-    found = latest_samples(path, TASK_NAME)
-    if not found:
-        nested = latest_samples(path, TASK_NAME, nested=True)
-        if len({p.parent for p in nested}) == 1:
-            found = nested
-    if not found:
-        others = sorted(p.name for p in path.glob("samples_*.jsonl"))
-        have = f" (it holds {', '.join(others[:4])}: answers of another task)" if others else ""
-        raise UserError(
-            f"--answers {path}: no truthfulqa_gen samples{have}; generate them with "
-            "`selfalign eval --tasks truthfulqa_gen --output DIR` and pass DIR/<model_id>"
-        )
-    if len(found) > 1:
-        raise UserError(f"--answers {path}: several truthfulqa_gen sample files ({', '.join(p.name for p in found)}); pass one file")
-    return found[0]
+    return judged_samples_file(path, TASK_NAME, "--answers")
 
 
 def load_answers(spec: str) -> tuple[list[Answer], Path]:
