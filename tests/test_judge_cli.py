@@ -164,3 +164,13 @@ def test_reviewer_prompts_render_by_category(version, data_dir):
     open_1 = "[The Start of Assistant 1's Answer]" if version.startswith("revised") else "[Assistant 1]"
     assert f"{open_1}\nfirst {{answer}}\n\n" in user
     assert rendered.sha256 != prompts.render("Q?", "second", "first {answer}", "coding").sha256
+
+
+def test_progress_is_printed_as_plain_lines_when_stderr_is_not_a_terminal(scripted_server, tmp_path, data_dir, capsys):
+    server = scripted_server(lambda payload, n: chat_reply("3 9\n"))
+    out = tmp_path / "o"
+    assert main(["judge", "--answers", "alpaca-13b", "--baseline", "bard", "--judge-base-url", server.base_url,
+                 "--limit", "2", "--output", str(out), "--data-dir", str(data_dir)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("judging: ")]
+    assert lines and lines[-1].startswith("judging: 4/4 (100%)") and "requests 4" in lines[-1]
+    assert "\x1b" not in "".join(lines)

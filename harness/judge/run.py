@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from rich.console import Console
+from rich.progress import Progress
+
 from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic, write_jsonl_atomic
 from harness.common.preflight import check_output_dir
+from harness.common.progress_bar import progress_bar
 from harness.common.provenance import run_provenance, to_jsonable
 from harness.common.redact import mask_secrets
 from harness.common.registry import lookup
@@ -261,15 +265,16 @@ def _sum_known(values) -> float | int | None:
 
 
 async def _judge_all(plans: list[_Plan], run: _Run) -> list[dict[str, Any]]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     cfg, client = run.cfg, run.client
     tasks = [asyncio.create_task(_judge_one(p, run)) for p in plans]
     results: list[dict[str, Any]] = []
-    columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+    # The shared layout: a bar on a terminal, plain lines every 30 s in CI logs and under nohup.
+    progress = (
+        progress_bar("judging", extra="{task.fields[status]}", console=Console(stderr=True))
+        if cfg.progress else Progress(disable=True)
+    )
     try:
-        with Progress(*columns, console=Console(stderr=True), disable=not cfg.progress, transient=False) as progress:
+        with progress:
             bar = progress.add_task("judge", total=len(tasks), status="")
             failed = 0
             for finished in asyncio.as_completed(tasks):
