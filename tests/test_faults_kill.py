@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.common.run_files import samples_path
 from harness.judge.run import JudgeConfig, run_judge
 from tests.servers import chat_reply, scripted_servers
 from tests.test_faults_judge import verdict
@@ -109,9 +110,12 @@ def test_eval_killed_then_resumed_gives_the_uninterrupted_metrics(tmp_path, tiny
     assert killed, "the eval finished before the kill point; lower the delay"
     assert resumed["results"] == clean["results"]
     mid = resumed["selfalign"]["model_id"]
-    for samples in sorted((out / mid).glob("samples_*.jsonl")):
+    tasks = sorted(resumed["results"])
+    assert tasks
+    for task in tasks:
+        samples = samples_path(out / mid, task)  # the latest (resumed) run's timestamped log
         doc_ids = [r["doc_id"] for r in _records(samples)]
-        assert len(doc_ids) == len(set(doc_ids)) == len(_records(tmp_path / "clean" / mid / samples.name)), samples.name
+        assert len(doc_ids) == len(set(doc_ids)) == len(_records(samples_path(tmp_path / "clean" / mid, task))), samples.name
     print(f"FAULT-SUITE eval kill: kills=1 at={delay:.2f}s lost=0 duplicated=0")
 
 

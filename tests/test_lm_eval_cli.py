@@ -40,4 +40,4 @@ def test_lm_eval_cli_runs_our_backend_and_tasks(tiny_model_dir, data_dir, tmp_pa
     assert 0.0 <= results["results"]["selfalign_truthfulqa_mc1"]["acc,none"] <= 1.0
     # no tokenizer in the metadata: HHH says that the reference's truncation was not applied
     assert results["results"]["selfalign_hhh_other"]["truncation_applied,none"] == 0.0
-    assert "truncation is not applied" in proc.stderr
+    assert "token truncation is NOT applied" in proc.stderr and "--metadata" in proc.stderr
