@@ -7,34 +7,16 @@ import random
 import pytest
 from rouge_score import rouge_scorer
 
-from pipeline.stages.instruction_filters import NoveltyPool, normalize
+from harness.bench.dedup import naive_verdicts
+from pipeline.stages.instruction_filters import NoveltyPool
 from pipeline.stages.rouge_index import RougeLIndex, rouge_l_fmeasure, rouge_tokens
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
-def naive_filter(seeds: list[str], candidates: list[str], threshold: float = 0.7) -> list[tuple[str | None, float | None, str | None]]:
-    """The pre-index filter: exact-key duplicates, then rouge-score against every pool member."""
-    pool = list(seeds)
-    keys = {normalize(t): t for t in seeds}
-    tokens = [SCORER._tokenizer.tokenize(t) for t in seeds]
-    out = []
-    for cand in candidates:
-        key = normalize(cand)
-        if key in keys:
-            out.append(("duplicate", 1.0, keys[key]))
-            continue
-        toks = SCORER._tokenizer.tokenize(cand)
-        scores = [rouge_scorer._score_lcs(toks, other).fmeasure for other in tokens]
-        top = max(scores, default=0.0)
-        if top > threshold:
-            out.append(("rouge_l_similar", top, pool[scores.index(top)]))
-            continue
-        out.append((None, None, None))
-        pool.append(cand)
-        keys.setdefault(key, cand)
-        tokens.append(toks)
-    return out
+def naive_filter(seeds: list[str], candidates: list[str], threshold: float = 0.7) -> list[tuple]:
+    """The pre-index filter (rouge-score against every pool member), as `selfalign bench dedup` checks it."""
+    return naive_verdicts(seeds, candidates, threshold)
 
 
 def indexed_filter(seeds, candidates, threshold=0.7, vocabulary=()):
