@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--judge-backend", dest="tqa_judge_backend", default="selfalign-hf",
                    help="lm-eval backend of both judges: selfalign-hf (default), hf, or local-completions (an endpoint returning logprobs)")
     t.add_argument("--output", dest="tqa_output", required=True, help="output directory")
-    t.add_argument("--batch-size", dest="tqa_batch_size", type=int, default=8)
+    t.add_argument("--batch-size", dest="tqa_batch_size", type=positive_int, default=8)
     t.add_argument("--device", dest="tqa_device", default="cpu")
     t.set_defaults(func=_truthfulqa)
 
