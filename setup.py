@@ -5,6 +5,6 @@
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(include=["harness*", "pipeline*", "tasks*", "reports*"]) + ["selfalign_configs"],
+    packages=find_packages(include=["harness*", "pipeline*", "tasks*", "reports*", "orchestration*"]) + ["selfalign_configs"],
     package_dir={"selfalign_configs": "configs"},
 )

@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "harness.bench.cli",
     "pipeline": "pipeline.cli",
     "report": "reports.cli",
-    "run": "reports.run_cli",
+    "run": "orchestration.cli",
 }
 
 

@@ -109,7 +109,7 @@ def main_validate(args: argparse.Namespace) -> int:
     for module, fn in (
         ("pipeline.config", "validate_shipped_configs"),
         ("reports.baselines", "validate_baselines"),
-        ("reports.run", "validate_run_configs"),
+        ("orchestration.run", "validate_run_configs"),
     ):
         try:
             check = getattr(importlib.import_module(module), fn)

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from reports.judge_server import LocalJudge, serve_local_judge
+from orchestration.judge_server import LocalJudge, serve_local_judge
 
 # (status, body, extra headers): a dict body is sent as JSON, a str body as it is (HTML, garbage,
 # malformed JSON), with the Content-Type given in the headers (default application/json).

@@ -11,7 +11,7 @@ from harness.cli import main
 from harness.common.errors import UserError
 from harness.judge.answers import RECORDED, load_answer_set, load_questions
 from harness.judge.prompts import PROMPT_VERSIONS, ReviewerPrompts
-from reports.judge_server import free_port
+from orchestration.judge_server import free_port
 from tests.servers import chat_reply, scripted_servers
 
 

@@ -191,7 +191,7 @@ def test_run_judges_truthfulqa_gen_with_cached_trained_judges_and_reports(tmp_pa
 
     from rich.console import Console
 
-    from reports.run import load_run_config, run
+    from orchestration.run import load_run_config, run
     from tests.test_run import FakePipeline
 
     monkeypatch.setenv("SELFALIGN_CACHE", str(tmp_path / "cache"))

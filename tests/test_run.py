@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.common.errors import UserError
-from reports.run import RUN_KEY_FILE, RunConfig, load_run_config, run
+from orchestration.run import RUN_KEY_FILE, RunConfig, load_run_config, run
 from tests.servers import chat_reply, scripted_servers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,7 +213,7 @@ def test_unknown_opponent_fails_before_any_work(tmp_path, tiny_model_dir, data_d
 
 
 def test_validate_run_configs_flags_a_config_without_its_command(tmp_path, monkeypatch):
-    from reports import run as run_module
+    from orchestration import run as run_module
 
     (tmp_path / "configs" / "run").mkdir(parents=True)
     (tmp_path / "configs" / "run" / "x.yaml").write_text("# no command here\nname: x\ncheckpoints: [base, engrav]\n")

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from harness.common.errors import UserError
-from reports.judge_server import serve_local_judge
+from orchestration.judge_server import serve_local_judge
 
 
 def _port_open(port: int) -> bool:

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from harness.common.shipped_configs import resolve_config
-    from reports.run import load_run_config, run
+    from orchestration.run import load_run_config, run
 
     overrides = list(args.overrides)
     if args.output:

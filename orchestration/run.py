@@ -385,7 +385,7 @@ def run_judge_units(units: list[JudgeUnit], cfg: RunConfig, run_dir: Path, conso
     import contextlib
 
     from harness.judge.run import JudgeConfig, run_judge
-    from reports.judge_server import serve_local_judge, sigterm_as_exit
+    from orchestration.judge_server import serve_local_judge, sigterm_as_exit
 
     records, todo = [], []
     for u in units:
