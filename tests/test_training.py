@@ -311,6 +311,43 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path):
     assert all(torch.allclose(wf[k], wr[k], atol=1e-7) for k in wf)
 
 
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_model_dir, tmp_path):
+    # setup / train / finalize hand each other the start step, the restored weights and optimizer
+    # state, and the earlier log records; dropping any of them changes a byte checked here.
+    from safetensors.torch import load_file
+
+    cfg = tiny_config(effective_batch_size=4, micro_batch_size=2, lora_dropout=0.1, checkpoint_every=2,
+                      epochs=2, holdout=2, merge=True)
+    examples = tiny_examples(12)  # 10 trained: 3 steps per epoch, 6 in all
+    full = train_lora(cfg, examples, tiny_model_dir, tmp_path / "full")
+
+    class Crash(Exception):
+        pass
+
+    def crash_in_second_epoch(record):
+        if record["step"] == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_lora(cfg, examples, tiny_model_dir, tmp_path / "cut", on_step=crash_in_second_epoch)
+    resumed = train_lora(cfg, examples, tiny_model_dir, tmp_path / "cut")
+    assert (full.resumed_from_step, resumed.resumed_from_step) == (0, 4)
+    timing = {"seconds", "seconds_per_step", "peak_rss_mb", "resumed_from_step", "adapter_dir", "merged_dir"}
+    assert {k: v for k, v in dataclasses.asdict(resumed).items() if k not in timing} == {
+        k: v for k, v in dataclasses.asdict(full).items() if k not in timing
+    }
+    for name in ("adapter/adapter_model.safetensors", "merged/model.safetensors"):
+        a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "cut" / name))
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
+
+    def log(run):
+        lines = (tmp_path / run / "train_log.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+    assert log("cut") == log("full") and [r["step"] for r in log("cut")] == list(range(1, 7))
+    assert not (tmp_path / "cut" / "checkpoints").exists()
+
+
 def test_completed_run_is_reused_and_a_different_run_refused(tiny_model_dir, tmp_path):
     cfg = tiny_config(epochs=1, holdout=2)
     first = train_lora(cfg, tiny_examples(10), tiny_model_dir, tmp_path / "run")

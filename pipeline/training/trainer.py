@@ -94,6 +94,48 @@ class TrainResult:
 StepCallback = Callable[[dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who this run is: the batch geometry it realizes and the hash its outputs are cached under."""
+
+    identity: str
+    world_size: int
+    grad_accum: int
+    realized_batch_size: int
+
+
+@dataclass
+class TrainingSetup:
+    """What ``setup_training`` hands the loop: data, model, optimizer and where training starts.
+
+    Mutable only so that ``finalize_training`` can drop the model and optimizer before merging."""
+
+    cfg: LoraTrainConfig
+    run: RunIdentity
+    output_dir: Path
+    base_model: Path
+    peft_init: str | Path | None
+    accelerator: Any
+    tokenizer: Any
+    pad_id: int
+    train_set: list[TokenizedExample]
+    holdout_set: list[TokenizedExample]
+    n_dropped: int
+    planner: StepPlanner
+    total_steps: int
+    start_step: int  # updates already done by an interrupted run (0 for a fresh one)
+    model: torch.nn.Module | None
+    optimizer: Any
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """What ``train_loop`` returns: the log record of every update 1..total_steps, in order
+    (those before ``start_step`` come from the interrupted run's log)."""
+
+    records: list[dict[str, Any]]
+
+
 def train_lora(
     cfg: LoraTrainConfig,
     examples: Sequence[TrainExample | dict[str, Any]],
@@ -114,16 +156,40 @@ def train_lora(
     the base (an alias or the path as given; default: ``base_model``) recorded in the adapter's
     ``adapter_config.json``; ``card`` adds fields (stage, counts, config_hash, command) to its
     model card and ``selfalign_adapter.json``.
+
+    A recipe in three steps (torchtune's setup / train / cleanup): ``setup_training`` builds
+    data, model and optimizer and restores a checkpoint; ``train_loop`` runs the updates;
+    ``finalize_training`` saves the adapter, merges and writes the result.
     """
-    output_dir = Path(output_dir)
-    base_model = Path(base_model)
+    output_dir, base_model = Path(output_dir), Path(base_model)
+    examples = _checked_examples(cfg, examples)
+    accelerator = make_accelerator()
+    run = identify_run(cfg, examples, base_model, peft_init, accelerator)
+    cached = _completed_result(output_dir, run.identity)
+    if cached is not None:
+        return cached
+    setup = setup_training(cfg, examples, base_model, output_dir, accelerator, run, peft_init=peft_init)
+    loop = train_loop(setup, on_step)
+    return finalize_training(setup, loop, base_name=base_name, card=card)
+
+
+def _checked_examples(cfg: LoraTrainConfig, examples: Sequence[TrainExample | dict[str, Any]]) -> list[TrainExample]:
     examples = as_examples(examples)
     if not examples:
         raise UserError("no training examples; pass at least one {prompt, answer} record")
     if cfg.holdout >= len(examples):
         raise UserError(f"holdout={cfg.holdout} leaves no training examples out of {len(examples)}; lower holdout")
+    return examples
 
-    accelerator = make_accelerator()
+
+def identify_run(
+    cfg: LoraTrainConfig,
+    examples: list[TrainExample],
+    base_model: Path,
+    peft_init: str | Path | None,
+    accelerator: Any,
+) -> RunIdentity:
+    """Set the accelerator's accumulation steps and hash everything the run's result depends on."""
     world_size = accelerator.num_processes
     grad_accum = cfg.gradient_accumulation_steps(world_size)
     accelerator.gradient_accumulation_steps = grad_accum
@@ -138,35 +204,62 @@ def train_lora(
         },
         salt=TRAINER_VERSION,
     )
-    cached = _completed_result(output_dir, identity)
-    if cached is not None:
-        return cached
+    return RunIdentity(identity, world_size, grad_accum, realized)
 
-    main = accelerator.is_main_process
-    if main and realized != cfg.effective_batch_size:
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def setup_training(
+    cfg: LoraTrainConfig,
+    examples: list[TrainExample],
+    base_model: Path,
+    output_dir: Path,
+    accelerator: Any,
+    run: RunIdentity,
+    *,
+    peft_init: str | Path | None = None,
+) -> TrainingSetup:
+    """Tokenized data and step plan, the (prepared) model and optimizer, restored from the last
+    checkpoint of an interrupted run with the same identity."""
+    if accelerator.is_main_process and run.realized_batch_size != cfg.effective_batch_size:
         log.warning(
             "effective batch %d realized as %d (micro %d x %d processes x %d accumulation)",
-            cfg.effective_batch_size, realized, cfg.micro_batch_size, world_size, grad_accum,
+            cfg.effective_batch_size, run.realized_batch_size, cfg.micro_batch_size, run.world_size, run.grad_accum,
         )
-
     tokenizer = load_tokenizer(base_model)
     train_set, holdout_set, n_dropped = _split_and_tokenize(cfg, examples, tokenizer)
     planner = StepPlanner(
         train_set,
         micro_batch_size=cfg.micro_batch_size,
-        grad_accum=grad_accum,
-        world_size=world_size,
+        grad_accum=run.grad_accum,
+        world_size=run.world_size,
         rank=accelerator.process_index,
         epochs=cfg.epochs,
         seed=cfg.seed,
     )
     total_steps = min(planner.total_steps, cfg.max_steps or planner.total_steps)
-    # The decay horizon is the steps this run takes. (The reference's finetune.py passes
-    # total_num_steps = steps x num_processes to DeepSpeed, but accelerate >= 0.19 divides it by
-    # num_processes, so its learning rate also reaches zero at the last step.)
-    horizon = total_steps
+    resume = _resumable_checkpoint(output_dir, run.identity)
+    model, optimizer = _setup_model_and_optimizer(cfg, accelerator, base_model, peft_init, resume)
+    start_step = _restore_optimizer(accelerator, optimizer, resume)
+    if resume is not None and accelerator.is_main_process:
+        log.warning("resuming %s from checkpoint %s (step %d of %d)", output_dir, resume[0], start_step, total_steps)
+    return TrainingSetup(
+        cfg=cfg, run=run, output_dir=output_dir, base_model=base_model, peft_init=peft_init,
+        accelerator=accelerator, tokenizer=tokenizer, pad_id=padding_id(tokenizer),
+        train_set=train_set, holdout_set=holdout_set, n_dropped=n_dropped, planner=planner,
+        total_steps=total_steps, start_step=start_step, model=model, optimizer=optimizer,
+    )
 
-    resume = _resumable_checkpoint(output_dir, identity)
+
+def _setup_model_and_optimizer(
+    cfg: LoraTrainConfig,
+    accelerator: Any,
+    base_model: Path,
+    peft_init: str | Path | None,
+    resume: tuple[Path, dict[str, Any]] | None,
+) -> tuple[torch.nn.Module, Any]:
+    """The PEFT model (with a checkpoint's adapter weights outside DeepSpeed) and AdamW, prepared."""
     # Same seed on every process: the fresh LoRA init is then identical everywhere (DDP also
     # broadcasts rank 0's weights, DeepSpeed does not).
     torch.manual_seed(cfg.seed)
@@ -178,65 +271,146 @@ def train_lora(
         trainable, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay
     )
     if _is_deepspeed(accelerator):
-        # No dataloader goes through prepare(): give DeepSpeed the micro-batch size directly, and
-        # our clipping threshold (DeepSpeed clips inside its engine; accelerate would fill 1.0).
-        ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
-        ds_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
-        if ds_config.get("gradient_clipping", "auto") == "auto":
-            ds_config["gradient_clipping"] = cfg.max_grad_norm
-    model, optimizer = accelerator.prepare(model, optimizer)
+        _configure_deepspeed(accelerator, cfg)
+    return accelerator.prepare(model, optimizer)
 
-    start_step = 0
-    if resume is not None:
-        path, state = resume
-        if _is_deepspeed(accelerator):
-            accelerator.load_state(str(path))
-        else:
-            ckpt.load_optimizer_state(optimizer, path)
-        start_step = int(state["step"])
-        if main:
-            log.warning("resuming %s from checkpoint %s (step %d of %d)", output_dir, path, start_step, total_steps)
 
+def _configure_deepspeed(accelerator: Any, cfg: LoraTrainConfig) -> None:
+    """No dataloader goes through prepare(): give DeepSpeed the micro-batch size directly, and our
+    clipping threshold (DeepSpeed clips inside its engine; accelerate would fill 1.0)."""
+    ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
+    if ds_config.get("gradient_clipping", "auto") == "auto":
+        ds_config["gradient_clipping"] = cfg.max_grad_norm
+
+
+def _restore_optimizer(accelerator: Any, optimizer: Any, resume: tuple[Path, dict[str, Any]] | None) -> int:
+    """Load the checkpoint's optimizer state (all engine state under DeepSpeed); the step it holds."""
+    if resume is None:
+        return 0
+    path, state = resume
+    if _is_deepspeed(accelerator):
+        accelerator.load_state(str(path))
+    else:
+        ckpt.load_optimizer_state(optimizer, path)
+    return int(state["step"])
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+def train_loop(setup: TrainingSetup, on_step: StepCallback | None = None) -> LoopResult:
+    """Updates ``start_step`` .. ``total_steps``: log each, checkpoint every ``checkpoint_every``."""
+    cfg, accelerator, output_dir = setup.cfg, setup.accelerator, setup.output_dir
+    main = accelerator.is_main_process
     log_path = output_dir / LOG_FILE
-    records = _records_before(accelerator, log_path, start_step)
+    records = _records_before(accelerator, log_path, setup.start_step)
     writer = JsonlWriter(log_path) if main else None
-    pad_id = padding_id(tokenizer)
+    # The decay horizon is the steps this run takes. (The reference's finetune.py passes
+    # total_num_steps = steps x num_processes to DeepSpeed, but accelerate >= 0.19 divides it by
+    # num_processes, so its learning rate also reaches zero at the last step.)
+    horizon = setup.total_steps
     try:
-        with StepProgress(main, total_steps, start_step) as advance:
-            for step in range(start_step, total_steps):
+        with StepProgress(main, setup.total_steps, setup.start_step) as advance:
+            for step in range(setup.start_step, setup.total_steps):
                 lr_scale = lr_multiplier(step, warmup_steps=cfg.warmup_steps, total_steps=horizon)
-                record = _train_step(accelerator, model, optimizer, planner.plan(step), cfg, pad_id, lr_scale)
+                plan = setup.planner.plan(step)
+                record = _train_step(accelerator, setup.model, setup.optimizer, plan, cfg, setup.pad_id, lr_scale)
                 records.append(record)
                 if main:
                     writer.write(record)
                     advance(record)
                     if on_step is not None:
                         on_step(record)
-                if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total_steps:
-                    ckpt.save_checkpoint(
-                        accelerator, model, optimizer, _adapter_state(accelerator, model), output_dir,
-                        {"step": step + 1, "identity": identity}, keep=cfg.keep_checkpoints,
-                    )
+                if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < setup.total_steps:
+                    _save_checkpoint(setup, step + 1)
     finally:
         if writer is not None:
             writer.close()
+    return LoopResult(records)
 
-    adapter_state = _adapter_state(accelerator, model)
-    digests = _replica_digests(accelerator, model)
-    holdout_loss = _holdout_loss(accelerator, model, holdout_set, cfg, pad_id)
+
+def _save_checkpoint(setup: TrainingSetup, step: int) -> None:
+    accelerator, model = setup.accelerator, setup.model
+    ckpt.save_checkpoint(
+        accelerator, model, setup.optimizer, _adapter_state(accelerator, model), setup.output_dir,
+        {"step": step, "identity": setup.run.identity}, keep=setup.cfg.keep_checkpoints,
+    )
+
+
+# -- finalize ---------------------------------------------------------------------------------
+
+
+def finalize_training(
+    setup: TrainingSetup,
+    loop: LoopResult,
+    *,
+    base_name: str | None = None,
+    card: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Save the adapter (main process), free the model, merge if asked, write ``train_result.json``
+    and remove the checkpoints. Returns the run's ``TrainResult`` on every process."""
+    accelerator, cfg, output_dir = setup.accelerator, setup.cfg, setup.output_dir
+    main = accelerator.is_main_process
     adapter_dir = output_dir / "adapter"
-    if main:
-        save_adapter(accelerator.unwrap_model(model), adapter_state, tokenizer, adapter_dir)
-        details = {"n_train_examples": len(train_set), "n_holdout_examples": len(holdout_set), **(card or {})}
-        details["counts"] = {**(details.get("counts") or {}), "train examples": len(train_set), "holdout examples": len(holdout_set)}
-        details.setdefault("command", current_command())
-        finalize_adapter(adapter_dir, base_name=base_name or str(base_model), base_path=base_model, details=details)
-    del model, optimizer, adapter_state
+    digests, holdout_loss = _save_adapter(setup, adapter_dir, base_name=base_name, card=card)
+    setup.model = setup.optimizer = None
     accelerator.free_memory()
     accelerator.wait_for_everyone()  # the adapter exists on disk for every process from here on
 
     merged_dir = output_dir / "merged" if cfg.merge else None
-    result = TrainResult(
+    result = _train_result(setup, loop.records, adapter_dir, merged_dir, holdout_loss, digests)
+    # Only the main process goes on: merging a 65B model can outlast a collective's timeout, so
+    # the other processes must not be waiting in a barrier meanwhile.
+    if main:
+        if merged_dir is not None:
+            merge_adapter(setup.base_model, adapter_dir, merged_dir, dtype=cfg.dtype)
+        write_json_atomic(
+            output_dir / RESULT_FILE,
+            {
+                "result": to_jsonable(result),
+                "identity": setup.run.identity,
+                "config": to_jsonable(cfg),
+                "base_model": str(setup.base_model),
+                "peft_init": str(setup.peft_init) if setup.peft_init else None,
+                "provenance": run_provenance(),
+            },
+        )
+        ckpt.remove_checkpoints(output_dir)
+    return result
+
+
+def _save_adapter(
+    setup: TrainingSetup, adapter_dir: Path, *, base_name: str | None, card: dict[str, Any] | None
+) -> tuple[list[str] | None, float | None]:
+    """Gather the adapter, check the replicas agree, score the holdout, and (main process) save the
+    adapter with its card. Returns (replica digests, holdout loss)."""
+    accelerator, model = setup.accelerator, setup.model
+    adapter_state = _adapter_state(accelerator, model)
+    digests = _replica_digests(accelerator, model)
+    holdout_loss = _holdout_loss(accelerator, model, setup.holdout_set, setup.cfg, setup.pad_id)
+    if accelerator.is_main_process:
+        save_adapter(accelerator.unwrap_model(model), adapter_state, setup.tokenizer, adapter_dir)
+        n_train, n_holdout = len(setup.train_set), len(setup.holdout_set)
+        details = {"n_train_examples": n_train, "n_holdout_examples": n_holdout, **(card or {})}
+        details["counts"] = {**(details.get("counts") or {}), "train examples": n_train, "holdout examples": n_holdout}
+        details.setdefault("command", current_command())
+        finalize_adapter(
+            adapter_dir, base_name=base_name or str(setup.base_model), base_path=setup.base_model, details=details
+        )
+    return digests, holdout_loss
+
+
+def _train_result(
+    setup: TrainingSetup,
+    records: list[dict[str, Any]],
+    adapter_dir: Path,
+    merged_dir: Path | None,
+    holdout_loss: float | None,
+    digests: list[str] | None,
+) -> TrainResult:
+    seconds = sum(r["seconds"] for r in records)
+    return TrainResult(
         adapter_dir=str(adapter_dir),
         merged_dir=str(merged_dir) if merged_dir else None,
         steps=len(records),
@@ -245,37 +419,19 @@ def train_lora(
         last_loss=records[-1]["loss"] if records else None,
         tokens=sum(r["tokens"] for r in records),
         loss_tokens=sum(r["loss_tokens"] for r in records),
-        seconds=round(sum(r["seconds"] for r in records), 3),
-        seconds_per_step=round(sum(r["seconds"] for r in records) / max(1, len(records)), 3),
-        n_train_examples=len(train_set),
-        n_holdout_examples=len(holdout_set),
-        n_dropped_examples=n_dropped,
+        seconds=round(seconds, 3),
+        seconds_per_step=round(seconds / max(1, len(records)), 3),
+        n_train_examples=len(setup.train_set),
+        n_holdout_examples=len(setup.holdout_set),
+        n_dropped_examples=setup.n_dropped,
         holdout_loss=holdout_loss,
-        world_size=world_size,
-        grad_accum_steps=grad_accum,
-        realized_batch_size=realized,
-        resumed_from_step=start_step,
+        world_size=setup.run.world_size,
+        grad_accum_steps=setup.run.grad_accum,
+        realized_batch_size=setup.run.realized_batch_size,
+        resumed_from_step=setup.start_step,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         replica_digests=digests,
     )
-    # Only the main process goes on: merging a 65B model can outlast a collective's timeout, so
-    # the other processes must not be waiting in a barrier meanwhile.
-    if main:
-        if merged_dir is not None:
-            merge_adapter(base_model, adapter_dir, merged_dir, dtype=cfg.dtype)
-        write_json_atomic(
-            output_dir / RESULT_FILE,
-            {
-                "result": to_jsonable(result),
-                "identity": identity,
-                "config": to_jsonable(cfg),
-                "base_model": str(base_model),
-                "peft_init": str(peft_init) if peft_init else None,
-                "provenance": run_provenance(),
-            },
-        )
-        ckpt.remove_checkpoints(output_dir)
-    return result
 
 
 def make_accelerator() -> Any:
