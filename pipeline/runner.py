@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
+from transformers import AutoTokenizer, GenerationConfig
 
 from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
@@ -36,8 +40,10 @@ from harness.common.memory import peak_rss_mb, reset_peak_rss
 from harness.common.preflight import check_output_dir
 from harness.common.provenance import config_hash, run_provenance
 from harness.common.registry import lookup
+from harness.models import resolve_pretrained
 from pipeline.config import PipelineConfig
 from pipeline.engine.base import GenerationEngine
+from pipeline.engine.registry import make_engine
 from pipeline.manifest import (
     files_hash,
     finish_manifest,
@@ -47,7 +53,7 @@ from pipeline.manifest import (
     start_manifest,
 )
 from pipeline.sharding import DistContext
-from pipeline.stages.base import Stage, StageContext, StageProgress
+from pipeline.stages.base import Stage, StageContext, StageProgress, StageResult
 from pipeline.stages.engrave import EngraveStage
 from pipeline.stages.self_align import SelfAlignStage
 from pipeline.stages.tgrt_self_instruct import TGRTSelfInstructStage
@@ -97,15 +103,11 @@ class EngineCache:
     def release(self) -> None:
         if self._engines:
             self._engines.clear()
-            import gc
-
             gc.collect()
 
 
 def default_engine_factory(cfg: PipelineConfig, dist: DistContext) -> EngineFactory:
     def make(model: str, peft: str | None) -> GenerationEngine:
-        from pipeline.engine.registry import make_engine
-
         options = dict(cfg.engine.options)
         if cfg.engine.backend == "transformers":
             options.setdefault("progress", False)  # the stage shows one bar per step instead
@@ -125,10 +127,6 @@ def default_engine_factory(cfg: PipelineConfig, dist: DistContext) -> EngineFact
 
 
 def _default_device(dist: DistContext) -> str:
-    import os
-
-    import torch
-
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', dist.rank)) % torch.cuda.device_count()}"
     return "cpu"
@@ -137,10 +135,6 @@ def _default_device(dist: DistContext) -> str:
 @functools.lru_cache(maxsize=8)
 def default_eos_tokens(model: str) -> list[str]:
     """End-of-sequence token strings of a model (tokenizer EOS plus generation-config EOS ids)."""
-    from transformers import AutoTokenizer, GenerationConfig
-
-    from harness.models import resolve_pretrained
-
     path = resolve_pretrained(model)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
@@ -231,9 +225,71 @@ def _run(
 
 def _check_model_loadable(model: str) -> None:
     """Fail in one line before any work when the base model cannot be found."""
-    from harness.models import resolve_pretrained
-
     resolve_pretrained(model)
+
+
+# -- the skip / resume / fresh decision -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExistingStage:
+    """What is on disk for a stage: its manifest's status and config hash, and which of the
+    outputs that manifest records are gone."""
+
+    status: str | None
+    config_hash: str | None
+    missing_outputs: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, stage_dir: Path, manifest: dict[str, Any] | None) -> ExistingStage | None:
+        """From the stage's manifest (None when there is none)."""
+        if manifest is None:
+            return None
+        outputs = manifest.get("outputs") or {}
+        missing = tuple(sorted(name for name, rel in outputs.items() if not (stage_dir / rel).exists()))
+        return cls(manifest.get("status"), manifest.get("config_hash"), missing)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Complete with this config and its outputs in place: reuse it."""
+
+    reason: str = "unchanged and complete"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Started with this config but not finished: run it again in the same directory, reusing
+    what it already wrote (generations, training checkpoints)."""
+
+    reason: str = "same config, not complete"
+
+
+@dataclass(frozen=True)
+class Fresh:
+    """Nothing reusable: move any earlier outputs aside (``reason`` says why) and start over."""
+
+    reason: str
+
+
+Decision = Skip | Resume | Fresh
+
+
+def decide(existing: ExistingStage | None, config_hash: str) -> Decision:
+    """Skip, resume or start a stage afresh, from what is on disk and the config hash it needs."""
+    if existing is None:
+        return Fresh("no manifest")
+    if existing.config_hash != config_hash:
+        return Fresh("config changed")
+    if existing.status != "complete":
+        return Resume()
+    if existing.missing_outputs:
+        # A skipped stage whose outputs were deleted would fail the next stage that reads them.
+        return Fresh(f"outputs missing: {', '.join(existing.missing_outputs)}")
+    return Skip()
+
+
+# -- one stage ----------------------------------------------------------------------------------
 
 
 def _run_stage(
@@ -249,7 +305,53 @@ def _run_stage(
 ) -> dict[str, Any]:
     stage_dir = output_dir / stage_dir_name(stage)
     label = f"stage {stage.number} ({stage.name})"
-    upstream_manifests: dict[str, dict[str, Any]] = {}
+    upstream_manifests = _upstream_manifests(stage, cfg, output_dir, label)
+    upstream_hashes = {name: m["output_hash"] for name, m in upstream_manifests.items()}
+    data_files = stage.data_files(cfg, data_dir)
+    slice_ = stage.config_slice(cfg)
+    cfg_hash = stage_hash(slice_, upstream_hashes, data_files, stage.version)
+
+    existing = read_manifest(stage_dir)
+    decision = decide(ExistingStage.read(stage_dir, existing), cfg_hash)
+    if isinstance(decision, Skip):
+        if dist.is_main:
+            console.print(f"[dim]{label}: {decision.reason}, skipped ({stage_dir})[/dim]")
+        return _summary(existing, skipped=True)
+
+    if dist.is_main:
+        _prepare_stage_dir(stage_dir, decision, label, cfg_hash, console)
+        manifest = start_manifest(
+            stage_dir, stage=stage.name, number=stage.number, title=stage.title, cfg_hash=cfg_hash, config=slice_,
+            upstream=upstream_hashes, data_files=data_files, world_size=dist.world_size,
+        )
+        manifest["stage_dir"] = stage_dir.name
+        manifest["resumed"] = isinstance(decision, Resume)  # then wall_s covers this run only; generation stats all runs
+        console.rule(f"{label}: {stage.title}" + (" (resuming)" if manifest["resumed"] else ""))
+    else:
+        dist.wait_for(lambda: _manifest_hash(stage_dir) == cfg_hash, f"rank 0 to prepare {stage_dir}")
+        manifest = read_manifest(stage_dir) or {}
+
+    ctx = StageContext(
+        cfg=cfg, output_dir=output_dir, stage_dir=stage_dir, data_dir=data_dir, dist=dist, engine=engines,
+        progress=StageProgress(enabled=dist.is_main, console=console), eos_tokens=eos_tokens,
+        upstream=upstream_manifests, generate_only=generate_only,
+    )
+    result, wall, resources = _execute(stage, ctx)
+    if result is None:  # stopped before training on request; the manifest stays "running"
+        if dist.is_main:
+            console.print(f"{label}: generation done in {wall:.1f}s; training left for a run without --generate-only")
+        return {**_summary(manifest, skipped=False), "status": "generated"}
+    if not dist.is_main:
+        dist.wait_for(lambda: (read_manifest(stage_dir) or {}).get("status") == "complete", f"rank 0 to finish {label}")
+        return _summary(read_manifest(stage_dir) or {}, skipped=False)
+    done = _finish(stage_dir, manifest, result, wall, resources)
+    console.print(f"{label}: done in {wall:.1f}s, peak RSS {resources['peak_rss_mb']:.0f} MiB; {_count_line(result.counts)}")
+    return _summary(done, skipped=False)
+
+
+def _upstream_manifests(stage: Stage, cfg: PipelineConfig, output_dir: Path, label: str) -> dict[str, dict[str, Any]]:
+    """The complete manifests of the stages this one reads; a one-line error for one that is not."""
+    manifests: dict[str, dict[str, Any]] = {}
     for name in stage.requires(cfg):
         up = STAGES_BY_NAME[name]
         manifest = read_manifest(output_dir / stage_dir_name(up))
@@ -258,48 +360,27 @@ def _run_stage(
                 f"{label} needs the outputs of stage {up.number} ({up.name}) in {output_dir / stage_dir_name(up)}, "
                 f"which is not complete; run with --stages {up.number},{stage.number}"
             )
-        upstream_manifests[name] = manifest
-    upstream_hashes = {name: m["output_hash"] for name, m in upstream_manifests.items()}
-    data_files = stage.data_files(cfg, data_dir)
-    slice_ = stage.config_slice(cfg)
-    cfg_hash = stage_hash(slice_, upstream_hashes, data_files, stage.version)
+        manifests[name] = manifest
+    return manifests
 
-    existing = read_manifest(stage_dir)
-    if existing and existing.get("status") == "complete" and existing.get("config_hash") == cfg_hash:
-        if dist.is_main:
-            console.print(f"[dim]{label}: unchanged and complete, skipped ({stage_dir})[/dim]")
-        return _summary(existing, skipped=True)
 
-    if dist.is_main:
-        if existing is None or existing.get("config_hash") != cfg_hash:
-            why = "config changed" if existing else "no manifest"
-            moved = move_aside(stage_dir, f"{why}; new config hash {cfg_hash}")
-            if moved:
-                console.print(f"[yellow]{label}: earlier outputs ({why}) moved to {moved.name}[/yellow]")
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        resuming = existing is not None and existing.get("config_hash") == cfg_hash
-        manifest = start_manifest(
-            stage_dir, stage=stage.name, number=stage.number, title=stage.title, cfg_hash=cfg_hash, config=slice_,
-            upstream=upstream_hashes, data_files=data_files, world_size=dist.world_size,
-        )
-        manifest["stage_dir"] = stage_dir.name
-        manifest["resumed"] = resuming  # then wall_s covers this run only; generation stats all runs
-        console.rule(f"{label}: {stage.title}" + (" (resuming)" if resuming else ""))
-    else:
-        dist.wait_for(lambda: _manifest_hash(stage_dir) == cfg_hash, f"rank 0 to prepare {stage_dir}")
-        manifest = read_manifest(stage_dir) or {}
+def _prepare_stage_dir(stage_dir: Path, decision: Resume | Fresh, label: str, cfg_hash: str, console: Console) -> None:
+    """Move earlier outputs aside for a fresh start (a resumed stage keeps them), then make the directory."""
+    if isinstance(decision, Fresh):
+        moved = move_aside(stage_dir, f"{decision.reason}; new config hash {cfg_hash}")
+        if moved:
+            console.print(f"[yellow]{label}: earlier outputs ({decision.reason}) moved to {moved.name}[/yellow]")
+    stage_dir.mkdir(parents=True, exist_ok=True)
 
-    progress = StageProgress(enabled=dist.is_main, console=console)
-    ctx = StageContext(
-        cfg=cfg, output_dir=output_dir, stage_dir=stage_dir, data_dir=data_dir, dist=dist,
-        engine=engines, progress=progress, eos_tokens=eos_tokens, upstream=upstream_manifests, generate_only=generate_only,
-    )
+
+def _execute(stage: Stage, ctx: StageContext) -> tuple[StageResult | None, float, dict[str, Any]]:
+    """Run the stage; returns (its result, wall seconds, this rank's resources)."""
     per_stage_peak = reset_peak_rss()
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         result = stage.run(ctx)
     finally:
-        progress.close()
+        ctx.progress.close()
     wall = time.perf_counter() - started
     # This rank's peak resident memory during the stage (since process start where the OS
     # cannot reset the peak), and its CPU seconds (all threads): on a shared machine wall time
@@ -309,16 +390,13 @@ def _run_stage(
         "peak_rss_scope": "stage" if per_stage_peak else "process",
         "cpu_s": round(time.process_time() - cpu_started, 2),
     }
+    return result, wall, resources
 
-    if result is None:  # stopped before training on request; the manifest stays "running"
-        if dist.is_main:
-            console.print(f"{label}: generation done in {wall:.1f}s; training left for a run without --generate-only")
-        return {**_summary(manifest, skipped=False), "status": "generated"}
-    if not dist.is_main:
-        dist.wait_for(lambda: (read_manifest(stage_dir) or {}).get("status") == "complete", f"rank 0 to finish {label}")
-        return _summary(read_manifest(stage_dir) or {}, skipped=False)
+
+def _finish(stage_dir: Path, manifest: dict[str, Any], result: StageResult, wall: float, resources: dict[str, Any]) -> dict[str, Any]:
+    """Mark the stage complete: its outputs, output hash, counts, statistics and resources."""
     outputs = {name: rel for name, rel in result.outputs.items() if (stage_dir / rel).exists()}
-    done = finish_manifest(
+    return finish_manifest(
         stage_dir,
         manifest,
         {
@@ -333,8 +411,6 @@ def _run_stage(
         },
         wall,
     )
-    console.print(f"{label}: done in {wall:.1f}s, peak RSS {resources['peak_rss_mb']:.0f} MiB; {_count_line(result.counts)}")
-    return _summary(done, skipped=False)
 
 
 def _manifest_hash(stage_dir: Path) -> str | None:

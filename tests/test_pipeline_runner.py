@@ -11,7 +11,7 @@ from harness.common.config import load_config
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records
 from pipeline.config import PipelineConfig
-from pipeline.runner import run, select_stages
+from pipeline.runner import ExistingStage, Fresh, Resume, Skip, decide, run, select_stages
 from tests.pipeline_fakes import PipelineScript, ScriptedEngine
 
 TYPES = ["Questions that require cultural context", "Questions that require scientific knowledge"]
@@ -149,6 +149,51 @@ def test_resume_after_interruption_loses_and_duplicates_nothing(harness, tiny_mo
     gen_ids = [r["id"] for r in read_records(shard)]
     assert sorted(gen_ids) == sorted(expected) and len(gen_ids) == len(set(gen_ids))
     assert [r["id"] for r in read_records(harness.out / "02_self_align" / "records.jsonl")] == expected
+    assert manifest(harness.out, "02_self_align")["status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected"),
+    [
+        (None, Fresh("no manifest")),
+        (ExistingStage("complete", "h1"), Skip()),
+        (ExistingStage("running", "h1"), Resume()),
+        (ExistingStage(None, "h1"), Resume()),  # a manifest without a status never finished
+        (ExistingStage("complete", "h0"), Fresh("config changed")),
+        (ExistingStage("running", "h0"), Fresh("config changed")),
+        (ExistingStage("complete", None), Fresh("config changed")),
+        (ExistingStage("complete", "h1", ("records", "topics")), Fresh("outputs missing: records, topics")),
+        (ExistingStage("running", "h1", ("records",)), Resume()),  # a resumed stage rewrites its outputs
+        (ExistingStage("complete", "h0", ("records",)), Fresh("config changed")),
+    ],
+)
+def test_decide_skips_resumes_or_starts_fresh(existing, expected):
+    assert decide(existing, "h1") == expected
+
+
+def test_existing_stage_reads_status_hash_and_missing_outputs(tmp_path):
+    assert ExistingStage.read(tmp_path, None) is None
+    (tmp_path / "records.jsonl").write_text("")
+    (tmp_path / "generations").mkdir()
+    manifest = {"status": "complete", "config_hash": "h1",
+                "outputs": {"records": "records.jsonl", "generations": "generations", "topics": "topics.jsonl"}}
+    assert ExistingStage.read(tmp_path, manifest) == ExistingStage("complete", "h1", ("topics",))
+    assert ExistingStage.read(tmp_path, {"status": "running", "config_hash": "h1"}) == ExistingStage("running", "h1", ())
+
+
+def test_complete_stage_with_deleted_outputs_is_rerun_not_skipped(harness, tiny_model_dir):
+    # Skipping it would leave stage 2 to fail on the missing prompts.jsonl.
+    cfg = make_cfg(tiny_model_dir)
+    harness.run(cfg, "1")
+    prompts = harness.out / "01_tgrt_self_instruct" / "prompts.jsonl"
+    before = prompts.read_bytes()
+    prompts.unlink()
+    harness.engines.clear()
+    summary = harness.run(cfg, "1,2")
+    assert not summary["stages"]["tgrt_self_instruct"]["skipped"] and harness.engines
+    assert prompts.read_bytes() == before  # the scripted engine answers the same: same prompts
+    (stale,) = harness.out.glob("01_tgrt_self_instruct.stale-*")
+    assert "outputs missing: prompts" in (stale / "STALE.txt").read_text()
     assert manifest(harness.out, "02_self_align")["status"] == "complete"
 
 
