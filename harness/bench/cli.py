@@ -1,10 +1,23 @@
-"""``selfalign bench scoring|generation``: speed benchmarks that print a table and write JSON."""
+"""``selfalign bench scoring|generation|dedup``: run a benchmark (which writes its JSON record)
+and render the record as a table."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
 
 from harness.common.errors import UserError
+from harness.common.preflight import check_output_file
+from harness.eval_preflight import check_meta_prompt
+
+if TYPE_CHECKING:
+    from harness.bench.dedup import DedupRecord
+    from harness.bench.generation import GenerationRecord
+    from harness.bench.scoring import ScoringRecord
 
 
 def register(subparsers) -> None:
@@ -82,20 +95,18 @@ def _positive(name: str, value: int) -> int:
 
 def _preflight(args) -> None:
     """Bad paths and names fail before minutes of benchmarking, not after."""
-    from harness.common.preflight import check_output_file
-    from harness.eval_preflight import check_meta_prompt
-
     if args.json:
         check_output_file(args.json, "--json")
     check_meta_prompt(getattr(args, "meta_prompt", None))
 
 
 def _run_scoring(args) -> int:
+    # deferred: the bench modules load torch, transformers and lm-eval; registering the
+    # subcommand must stay cheap (`selfalign --help` imports every cli module)
     from harness.bench.scoring import ScoringBenchConfig, run_scoring_bench
 
     _preflight(args)
-
-    run_scoring_bench(
+    record = run_scoring_bench(
         ScoringBenchConfig(
             model=args.model,
             tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
@@ -109,15 +120,16 @@ def _run_scoring(args) -> int:
             json=args.json,
         )
     )
+    render_scoring(record)
     return 0
 
 
 def _run_generation(args) -> int:
+    # deferred: as in _run_scoring
     from harness.bench.generation import GenerationBenchConfig, run_generation_bench
 
     _preflight(args)
-
-    run_generation_bench(
+    record = run_generation_bench(
         GenerationBenchConfig(
             model=args.model,
             limit=_positive("--limit", args.limit),
@@ -129,13 +141,15 @@ def _run_generation(args) -> int:
             json=args.json,
         )
     )
+    render_generation(record)
     return 0
 
 
 def _run_dedup(args) -> int:
+    # deferred: as in _run_scoring (the stream's sources and the filter load rouge-score)
     from harness.bench.dedup import DedupBenchConfig, run_dedup_bench
 
-    report = run_dedup_bench(
+    record = run_dedup_bench(
         DedupBenchConfig(
             n=_positive("--n", args.n),
             check_prefix=max(0, args.check_prefix),
@@ -144,4 +158,98 @@ def _run_dedup(args) -> int:
             json=args.json,
         )
     )
-    return 0 if report["decisions_identical"] is not False else 1
+    render_dedup(record)
+    return 0 if record.decisions_identical is not False else 1
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def render_scoring(record: ScoringRecord) -> None:
+    rows = {name: asdict(row) for name, row in record.results.items()}
+    print_table(
+        f"scoring: selfalign-hf vs hf on {record.config.model} (matmul {record.matmul_gflops:.1f} GFLOP/s, "
+        f"{record.machine['torch_threads']} threads)",
+        {**rows, "all": asdict(record.totals)},
+        [
+            ("requests", "requests"),
+            ("baseline_s", "hf s"),
+            ("ours_s", "ours s"),
+            ("baseline_requests_per_s", "hf req/s"),
+            ("ours_requests_per_s", "ours req/s"),
+            ("speedup", "speedup"),
+            ("speedup_cpu", "speedup (cpu)"),
+            ("max_abs_logprob_diff", "max |Δlogp|"),
+            ("metrics_identical", "same metrics"),
+            ("floor_s", "floor s"),
+            ("ours_over_floor", "ours/floor"),
+        ],
+    )
+
+
+def render_generation(record: GenerationRecord) -> None:
+    cfg, row = record.config, record.row
+    print_table(
+        f"generation: engine vs model.generate on {cfg.model}, stage-2 prompts, "
+        f"batch {cfg.batch_size}, {'stop at next turn' if row.stop else 'no stop'} (matmul {record.matmul_gflops:.1f} GFLOP/s, "
+        f"read {record.memory_read_gbs:.1f} GB/s, {record.machine['torch_threads']} threads)",
+        {"stage2": asdict(row)},
+        [
+            ("prompts", "prompts"),
+            ("mean_prompt_tokens", "prompt tok"),
+            ("generated_tokens", "new tok"),
+            ("ended_by_stop", "ended by stop"),
+            ("baseline_s", "generate s"),
+            ("ours_s", "ours s"),
+            ("baseline_tokens_per_s", "generate tok/s"),
+            ("ours_tokens_per_s", "ours tok/s"),
+            ("speedup", "speedup"),
+            ("speedup_cpu", "speedup (cpu)"),
+            ("outputs_identical", "identical"),
+            ("floor_s", "floor s"),
+            ("ours_over_floor", "ours/floor"),
+            ("bytes_floor_s", "bytes floor s"),
+            ("roofline_floor_s", "roofline s"),
+            ("ours_over_roofline", "ours/roofline"),
+        ],
+    )
+
+
+DEDUP_COLUMNS = ("n", "kept", "drop_rate", "wall_s", "cpu_s", "peak_rss_mb", "pairs_exact", "pairs_all_pairs_equivalent",
+                 "check_prefix", "decisions_identical", "naive_wall_s", "naive_cpu_s")
+
+
+def render_dedup(record: DedupRecord) -> None:
+    print_table(
+        f"ROUGE-L novelty filter (threshold {record.config['threshold']}), indexed vs rouge-score all pairs",
+        {"stream": asdict(record)},
+        [(k, k) for k in DEDUP_COLUMNS],
+    )
+    if record.first_difference:
+        print(f"first difference: {record.first_difference}")
+
+
+def print_table(title: str, rows: dict[str, dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    """One row per measured set; ``columns`` are (key, header) pairs."""
+    table = Table(title=title)
+    table.add_column("set")
+    for _, header in columns:
+        table.add_column(header, justify="right")
+    for name, row in rows.items():
+        table.add_row(name, *(_fmt(row.get(key)) for key, _ in columns))
+    console = Console()
+    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.2e}"
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)

@@ -24,9 +24,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.bench.report import print_table, write_report
+from rouge_score import rouge_scorer
+
+from harness import data
+from harness.bench.report import write_report
 from harness.common.errors import UserError
 from pipeline.engine import fake_text
+from pipeline.stages.instruction_filters import NoveltyPool, normalize
 
 SEED_TASKS = "dromedary/prompts/self_instruct_seed_tasks.jsonl"
 SEED_QUESTIONS = "dromedary/prompts/tgrt_self_instruct_seed_questions.jsonl"
@@ -54,8 +58,6 @@ class DedupBenchConfig:
 
 def seed_pool(data_dir: str | None) -> list[str]:
     """What stage 1 seeds its pool with: the seed tasks' and seed questions' instructions."""
-    from harness import data
-
     return [t["instruction"] for t in data.read_jsonl(SEED_TASKS, data_dir)] + [
         q["question"] for q in data.read_jsonl(SEED_QUESTIONS, data_dir)
     ]
@@ -63,8 +65,6 @@ def seed_pool(data_dir: str | None) -> list[str]:
 
 def source_texts(data_dir: str | None) -> list[str]:
     """Real instructions and questions the stream is made from."""
-    from harness import data
-
     texts = seed_pool(data_dir)
     texts += [q["question"] for q in data.read_json(TRUTHFULQA, data_dir)]
     texts += [q["text"] for q in data.read_jsonl(VICUNA, data_dir)]
@@ -104,10 +104,6 @@ def candidate_stream(n: int, seed: int, sources: list[str]) -> tuple[list[str], 
 
 def naive_verdicts(seeds: list[str], candidates: list[str], threshold: float) -> list[tuple[Any, ...]]:
     """The all-pairs loop: exact-key duplicates, then rouge-score's LCS against every pool member."""
-    from rouge_score import rouge_scorer
-
-    from pipeline.stages.instruction_filters import normalize
-
     tokenizer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)._tokenizer
     pool, tokens, keys = list(seeds), [tokenizer.tokenize(t) for t in seeds], {}
     for i, t in enumerate(seeds):
@@ -136,10 +132,64 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def measure_dedup(cfg: DedupBenchConfig) -> dict[str, Any]:
-    """Run the indexed filter on the stream (and the all-pairs loop on its prefix); no printing."""
-    from pipeline.stages.instruction_filters import NoveltyPool
+@dataclass(frozen=True)
+class DedupMeasurement:
+    """What ``measure_dedup`` measured: the indexed filter on the stream, the all-pairs loop on its prefix."""
 
+    seeds: int
+    kinds: dict[str, int]  # candidates of each kind in the stream
+    stream_s: float  # building the stream
+    reasons: dict[str, int]  # verdicts: "kept" or the drop reason
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    pairs_exact: int  # pairs the index scored exactly
+    pairs_all_pairs_equivalent: int  # pairs the all-pairs loop would score on the whole stream
+    check_prefix: int
+    decisions_identical: bool | None  # None: no prefix checked
+    first_difference: dict[str, Any] | None
+    naive_wall_s: float | None
+    naive_cpu_s: float | None
+    naive_pairs: int | None
+
+
+@dataclass(frozen=True)
+class DedupRecord:
+    """The report file's fields, in its order (``asdict`` is the JSON)."""
+
+    config: dict[str, Any]
+    stream: dict[str, Any]
+    n: int
+    seeds: int
+    kept: int
+    dropped: dict[str, int]
+    drop_rate: float
+    wall_s: float
+    cpu_s: float  # the machine is shared: CPU seconds say what the filter costs
+    us_per_candidate: float
+    peak_rss_mb: float
+    pairs_exact: int
+    pairs_all_pairs_equivalent: int
+    check_prefix: int
+    decisions_identical: bool | None
+    first_difference: dict[str, Any] | None
+    naive_wall_s: float | None
+    naive_cpu_s: float | None
+    naive_pairs: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_dedup_bench(cfg: DedupBenchConfig) -> DedupRecord:
+    """Measure, derive the record, write it to ``cfg.json`` (when set); printing is the CLI's."""
+    record = dedup_record(cfg, measure_dedup(cfg))
+    write_report(cfg.json, record.to_json())
+    return record
+
+
+def measure_dedup(cfg: DedupBenchConfig) -> DedupMeasurement:
+    """Run the indexed filter on the stream (and the all-pairs loop on its prefix); no printing."""
     if cfg.n < 1 or cfg.check_prefix < 0:
         raise UserError(f"--n {cfg.n} / --check-prefix {cfg.check_prefix}: need n >= 1 and check-prefix >= 0")
     seeds = seed_pool(cfg.data_dir)
@@ -156,51 +206,61 @@ def measure_dedup(cfg: DedupBenchConfig) -> dict[str, Any]:
     for v in verdicts:
         key = v.reason or "kept"
         reasons[key] = reasons.get(key, 0) + 1
-
     prefix = min(cfg.check_prefix, cfg.n)
-    naive_s = None
-    identical = None
+    check = _check_prefix(seeds, stream[:prefix], verdicts[:prefix], cfg.threshold) if prefix else {}
+    return DedupMeasurement(
+        seeds=len(seeds), kinds=made, stream_s=stream_s, reasons=reasons, wall_s=wall, cpu_s=cpu,
+        peak_rss_mb=peak, pairs_exact=pool.pairs_exact,
+        pairs_all_pairs_equivalent=_all_pairs_count(len(seeds), verdicts), check_prefix=prefix,
+        decisions_identical=check.get("identical"), first_difference=check.get("first_difference"),
+        naive_wall_s=check.get("wall_s"), naive_cpu_s=check.get("cpu_s"), naive_pairs=check.get("pairs"),
+    )
+
+
+def _check_prefix(seeds: list[str], candidates: list[str], verdicts: list[Any], threshold: float) -> dict[str, Any]:
+    """Judge ``candidates`` with the all-pairs loop and compare with the indexed ``verdicts``."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    expected = naive_verdicts(seeds, candidates, threshold)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    got = [(v.reason, v.rouge_l_max, v.matched) for v in verdicts]
     first_difference = None
-    naive_cpu = None
-    if prefix:
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        expected = naive_verdicts(seeds, stream[:prefix], cfg.threshold)
-        naive_s, naive_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        got = [(v.reason, v.rouge_l_max, v.matched) for v in verdicts[:prefix]]
-        identical = got == expected
-        if not identical:
-            i = next(i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b)
-            first_difference = {"index": i, "candidate": stream[i], "indexed": got[i], "all_pairs": expected[i]}
-    naive_pairs = None
-    if prefix:
-        # pairs the all-pairs loop scored: each non-duplicate candidate against the pool of its time
-        pool_size, naive_pairs = len(seeds), 0
-        for reason, _, _ in expected:
-            if reason != "duplicate":
-                naive_pairs += pool_size
-            if reason is None:
-                pool_size += 1
-    return {
-        "config": asdict(cfg),
-        "stream": {"kinds": made, "build_s": round(stream_s, 2)},
-        "n": cfg.n,
-        "seeds": len(seeds),
-        "kept": reasons.get("kept", 0),
-        "dropped": {k: v for k, v in sorted(reasons.items()) if k != "kept"},
-        "drop_rate": round(1 - reasons.get("kept", 0) / cfg.n, 4),
-        "wall_s": round(wall, 2),
-        "cpu_s": round(cpu, 2),  # the machine is shared: CPU seconds say what the filter costs
-        "us_per_candidate": round(wall / cfg.n * 1e6, 1),
-        "peak_rss_mb": round(peak, 1),
-        "pairs_exact": pool.pairs_exact,
-        "pairs_all_pairs_equivalent": _all_pairs_count(len(seeds), verdicts),
-        "check_prefix": prefix,
-        "decisions_identical": identical,
-        "first_difference": first_difference,
-        "naive_wall_s": round(naive_s, 2) if naive_s is not None else None,
-        "naive_cpu_s": round(naive_cpu, 2) if naive_cpu is not None else None,
-        "naive_pairs": naive_pairs,
-    }
+    if got != expected:
+        i = next(i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b)
+        first_difference = {"index": i, "candidate": candidates[i], "indexed": got[i], "all_pairs": expected[i]}
+    # pairs the all-pairs loop scored: each non-duplicate candidate against the pool of its time
+    pool_size, pairs = len(seeds), 0
+    for reason, _, _ in expected:
+        if reason != "duplicate":
+            pairs += pool_size
+        if reason is None:
+            pool_size += 1
+    return {"identical": got == expected, "first_difference": first_difference, "wall_s": wall, "cpu_s": cpu, "pairs": pairs}
+
+
+def dedup_record(cfg: DedupBenchConfig, m: DedupMeasurement) -> DedupRecord:
+    """The report: counts, rates and rounded timings derived from the measurement (pure)."""
+    kept = m.reasons.get("kept", 0)
+    return DedupRecord(
+        config=asdict(cfg),
+        stream={"kinds": m.kinds, "build_s": round(m.stream_s, 2)},
+        n=cfg.n,
+        seeds=m.seeds,
+        kept=kept,
+        dropped={k: v for k, v in sorted(m.reasons.items()) if k != "kept"},
+        drop_rate=round(1 - kept / cfg.n, 4),
+        wall_s=round(m.wall_s, 2),
+        cpu_s=round(m.cpu_s, 2),
+        us_per_candidate=round(m.wall_s / cfg.n * 1e6, 1),
+        peak_rss_mb=round(m.peak_rss_mb, 1),
+        pairs_exact=m.pairs_exact,
+        pairs_all_pairs_equivalent=m.pairs_all_pairs_equivalent,
+        check_prefix=m.check_prefix,
+        decisions_identical=m.decisions_identical,
+        first_difference=m.first_difference,
+        naive_wall_s=round(m.naive_wall_s, 2) if m.naive_wall_s is not None else None,
+        naive_cpu_s=round(m.naive_cpu_s, 2) if m.naive_cpu_s is not None else None,
+        naive_pairs=m.naive_pairs,
+    )
 
 
 def _all_pairs_count(seeds: int, verdicts) -> int:
@@ -212,17 +272,3 @@ def _all_pairs_count(seeds: int, verdicts) -> int:
         if v.reason is None:
             pool += 1
     return total
-
-
-def run_dedup_bench(cfg: DedupBenchConfig) -> dict[str, Any]:
-    report = measure_dedup(cfg)
-    row = {k: report[k] for k in ("n", "kept", "drop_rate", "wall_s", "cpu_s", "peak_rss_mb", "pairs_exact", "pairs_all_pairs_equivalent", "check_prefix", "decisions_identical", "naive_wall_s", "naive_cpu_s")}
-    print_table(
-        f"ROUGE-L novelty filter (threshold {cfg.threshold}), indexed vs rouge-score all pairs",
-        {"stream": row},
-        [(k, k) for k in row],
-    )
-    if report["first_difference"]:
-        print(f"first difference: {report['first_difference']}")
-    write_report(cfg.json, report)
-    return report

@@ -3,10 +3,14 @@ measured against."""
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from dataclasses import dataclass
 
 import torch
+
+from harness.backends.onednn_linears import available
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -16,8 +20,6 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     neighbour's burst on a shared CPU; and the best of MKL's ``torch.mm`` and oneDNN with a
     prepacked weight (what our backends use), which on AMD CPUs is about twice as fast.
     """
-    from harness.backends.onednn_linears import available
-
     a = torch.randn(size, size)
     b = torch.randn(size, size)
     products = [lambda: torch.mm(a, b)]
@@ -52,9 +54,6 @@ def memory_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
 
 
 def machine_info() -> dict:
-    import os
-    import platform
-
     return {
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
