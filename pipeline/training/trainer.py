@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 
 from harness.common.errors import UserError
 from harness.common.jsonl import JsonlWriter, read_records, write_json_atomic
@@ -439,8 +441,6 @@ def make_accelerator() -> Any:
     without GPUs (how configs/accelerate/ddp_cpu_2proc.yaml runs: accelerate itself launches
     multi-process CPU jobs only through mpirun). Such processes must be told to use CPU + gloo,
     or each would silently train alone."""
-    from accelerate import Accelerator
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     cpu = world > 1 and not has_accelerator
@@ -454,8 +454,6 @@ def make_accelerator() -> Any:
 
 
 def _is_deepspeed(accelerator: Any) -> bool:
-    from accelerate.utils import DistributedType
-
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
@@ -554,7 +552,7 @@ def _adapter_state(accelerator: Any, model: torch.nn.Module) -> dict[str, torch.
     """The full trainable weights (gathered from their shards under DeepSpeed ZeRO-3)."""
     unwrapped = accelerator.unwrap_model(model)
     if _is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3:
-        import deepspeed
+        import deepspeed  # deferred: optional, GPU-only (present only under DeepSpeed, where this runs)
 
         params = [p for p in unwrapped.parameters() if p.requires_grad]
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
@@ -566,8 +564,6 @@ def _replica_digests(accelerator: Any, model: torch.nn.Module) -> list[str] | No
     """Every process's adapter digest; raises if data-parallel replicas diverged."""
     if _is_deepspeed(accelerator):
         return None  # ZeRO shards the weights: there are no replicas to compare
-    from accelerate.utils import gather_object
-
     digests = gather_object([state_digest(trainable_state(accelerator.unwrap_model(model)))])
     if len(set(digests)) != 1:
         raise RuntimeError(f"data-parallel replicas hold different adapter weights after training: {digests}")
@@ -629,8 +625,6 @@ def _records_before(accelerator: Any, log_path: Path, start_step: int) -> list[d
 
     The main process trims the log file to them and shares them, so processes on other machines
     (which may not see the file) report the same losses."""
-    from accelerate.utils import broadcast_object_list
-
     kept: list[dict[str, Any]] = []
     if accelerator.is_main_process:
         log_path.parent.mkdir(parents=True, exist_ok=True)
