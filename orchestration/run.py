@@ -274,6 +274,11 @@ def _eval_key(system: ModelToEvaluate, task: str, cfg: RunConfig, version: Any) 
     return config_hash(payload, EVAL_KEY_VERSION), payload
 
 
+def plan_eval_units(cfg: RunConfig, systems: list[ModelToEvaluate]) -> list[tuple[ModelToEvaluate, str]]:
+    """``(system, task)`` per evaluation; generation-only (API) systems run only the tasks that generate."""
+    return [(s, task) for s in systems for task in cfg.eval.tasks if not s.generation_only or benchmark(task).generates]
+
+
 def _key_matches(unit_dir: Path, key: str) -> bool:
     import json
 
@@ -589,14 +594,11 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
     console.rule("evaluation")
     phase = time.perf_counter()
     evals = []
-    for system in systems:
-        for task in cfg.eval.tasks:
-            if system.generation_only and not benchmark(task).generates:
-                continue
-            evals.append(run_eval_unit(system, task, cfg, run_dir, console))
-            manifest["evals"] = evals
-            manifest["systems"] = _system_entries(systems, evals, [])
-            _write_manifest(run_dir, manifest)
+    for system, task in plan_eval_units(cfg, systems):
+        evals.append(run_eval_unit(system, task, cfg, run_dir, console))
+        manifest["evals"] = evals
+        manifest["systems"] = _system_entries(systems, evals, [])
+        _write_manifest(run_dir, manifest)
     manifest["timings_s"]["eval"] = round(time.perf_counter() - phase, 2)
 
     # 3. judge
