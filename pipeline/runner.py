@@ -37,7 +37,7 @@ from harness.common.preflight import check_output_dir
 from harness.common.provenance import config_hash, run_provenance
 from harness.common.registry import lookup
 from pipeline.config import PipelineConfig
-from pipeline.engine.base import GenerationEngine
+from pipeline.engine.base import EngineFactory, GenerationEngine
 from pipeline.manifest import (
     files_hash,
     finish_manifest,
@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 
 STAGES: tuple[Stage, ...] = (TGRTSelfInstructStage(), SelfAlignStage(), EngraveStage(), VerboseCloneStage())
 STAGES_BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
-
-EngineFactory = Callable[[str, "str | None"], GenerationEngine]
 
 
 def stage_dir_name(stage: Stage) -> str:
