@@ -38,6 +38,7 @@ from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic
 from harness.common.provenance import config_hash, run_provenance, sha256_file, to_jsonable
 from harness.common.shipped_configs import configs_root
+from harness.judge.run import ORDER_CHOICES
 from harness.task_registry import (
     PAIRWISE_JUDGE,
     TRUTHFULQA_JUDGE,
@@ -104,7 +105,7 @@ class JudgeSection:
     base_url: str | None = None  # None: start `transformers serve` for judge_model on 127.0.0.1
     api_key_env: str = "OPENAI_API_KEY"
     max_tokens: int | None = None  # None: the reviewer's 1024
-    orders: str = "both"
+    orders: str = field(default="both", metadata={"choices": tuple(ORDER_CHOICES)})  # harness.judge.run
     parse_attempts: int = 3
     concurrency: int = 2
     timeout_s: float = 300.0
@@ -532,7 +533,6 @@ def _preflight(cfg: RunConfig, run_dir: Path) -> None:
     from harness.common.preflight import check_output_dir
     from harness.common.registry import lookup
     from harness.eval_preflight import check_batch_size, check_meta_prompt, parse_gen_kwargs
-    from harness.judge.run import ORDER_CHOICES
 
     check_output_dir(run_dir, "output")
     lookup("answer order setting", cfg.judge.orders, ORDER_CHOICES, "judge.orders")

@@ -195,7 +195,7 @@ def _run(
     selected = select_stages(stages)
     console = console or Console(stderr=True)
     if engine_factory is None:
-        _check_model_loadable(cfg.model.base)
+        _resolve_base_model(cfg.model.base)
         engine_factory = default_engine_factory(cfg, dist)
     engines = EngineCache(engine_factory)
     if dist.is_main:
@@ -227,8 +227,9 @@ def _run(
     return manifest
 
 
-def _check_model_loadable(model: str) -> None:
-    """Fail in one line before any work when the base model cannot be found."""
+def _resolve_base_model(model: str) -> None:
+    """Resolve the base model before any work (an alias's GGUF converted once, a directory's
+    config and safetensors headers checked), so a bad name fails in one line; nothing is loaded."""
     from harness.models import resolve_pretrained
 
     resolve_pretrained(model)

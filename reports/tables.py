@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.common import stats
 from harness.common.errors import UserError
 from harness.task_registry import BENCHMARKS, find_benchmark
-from reports import stats
 from reports.baselines import PaperReported
 from reports.collect import Collection, System
 

@@ -99,7 +99,7 @@ class VerboseCloneStage:
     def run(self, ctx: StageContext) -> StageResult | None:
         s4 = ctx.cfg.stage4
         # Every prompt stage 2 answered, kept or not (the reference reused all its inputs).
-        prompts = read_kept_all(ctx)
+        prompts = read_answered_prompts(ctx)
         if s4.include_identity_prompts:
             prompts += load_identity_examples(ctx.data_dir, s4.max_identity_prompts)
         if s4.max_prompts is not None:
@@ -170,7 +170,8 @@ def _reasons(counter: DropCounter) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counter.dropped.items()))
 
 
-def read_kept_all(ctx: StageContext) -> list[dict[str, Any]]:
+def read_answered_prompts(ctx: StageContext) -> list[dict[str, Any]]:
+    """Every prompt stage 2 answered, kept or dropped: its records file, not its kept file."""
     path = ctx.upstream_path("self_align", "records")
     # Streamed, keeping only the prompt fields (the records also hold every raw output).
     prompts = [
