@@ -15,9 +15,10 @@ Output layout (``<output>/<name>/``)::
 
 Reuse rule. An evaluation unit (one model, one task) is reused when its ``results.json`` exists,
 its ``run_key.json`` holds the same key, and results.json records the task's current version. The
-key hashes the backend, the resolved model args, a fingerprint of the weight files (names, sizes,
-modification times: a retrained adapter is a new model), the task and its version, the limit, the
-prompt settings (meta prompt, chat template), the generation kwargs and the seed. A judge unit is
+key hashes the backend, the resolved model args, the sha256 of the weight, config and tokenizer
+files (``weights_fingerprint``: a retrained adapter is a new model, a touched one is not), the task
+and its version, the limit, the prompt settings (meta prompt, chat template), the generation kwargs
+and the seed. A judge unit is
 reused when the answers it judged (sha256 of the samples file), the opponent, the judge model and
 the judge settings are unchanged. Anything else reruns; lm-eval's per-model response cache and the
 judge's reply cache still make unchanged requests free.
