@@ -334,21 +334,20 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Flat rows (task, metric, value, stderr, n) for tables, groups included."""
     rows = []
     n_samples = results.get("n-samples", {})
-    for section in ("results",):
-        for task, metrics in results.get(section, {}).items():
-            for key, value in metrics.items():
-                if key in ("alias", "sample_len") or "_stderr" in key or not isinstance(value, (int, float)):
-                    continue
-                metric, _, filt = key.partition(",")
-                stderr = metrics.get(f"{metric}_stderr,{filt}")
-                n = n_samples.get(task, {}).get("effective")
-                if n is None and task in results.get("group_subtasks", {}):
-                    n = sum(n_samples.get(t, {}).get("effective", 0) for t in results["group_subtasks"][task])
-                rows.append({
-                    "task": short_name(task),
-                    "metric": key,
-                    "value": value,
-                    "stderr": stderr if isinstance(stderr, (int, float)) else None,
-                    "n": n,
-                })
+    for task, metrics in results.get("results", {}).items():
+        for key, value in metrics.items():
+            if key in ("alias", "sample_len") or "_stderr" in key or not isinstance(value, (int, float)):
+                continue
+            metric, _, filt = key.partition(",")
+            stderr = metrics.get(f"{metric}_stderr,{filt}")
+            n = n_samples.get(task, {}).get("effective")
+            if n is None and task in results.get("group_subtasks", {}):
+                n = sum(n_samples.get(t, {}).get("effective", 0) for t in results["group_subtasks"][task])
+            rows.append({
+                "task": short_name(task),
+                "metric": key,
+                "value": value,
+                "stderr": stderr if isinstance(stderr, (int, float)) else None,
+                "n": n,
+            })
     return rows

@@ -15,9 +15,10 @@ Output layout (``<output>/<name>/``)::
 
 Reuse rule. An evaluation unit (one model, one task) is reused when its ``results.json`` exists,
 its ``run_key.json`` holds the same key, and results.json records the task's current version. The
-key hashes the backend, the resolved model args, a fingerprint of the weight files (names, sizes,
-modification times: a retrained adapter is a new model), the task and its version, the limit, the
-prompt settings (meta prompt, chat template), the generation kwargs and the seed. A judge unit is
+key hashes the backend, the resolved model args, the sha256 of the weight, config and tokenizer
+files (``weights_fingerprint``: a retrained adapter is a new model, a touched one is not), the task
+and its version, the limit, the prompt settings (meta prompt, chat template), the generation kwargs
+and the seed. A judge unit is
 reused when the answers it judged (sha256 of the samples file), the opponent, the judge model and
 the judge settings are unchanged. Anything else reruns; lm-eval's per-model response cache and the
 judge's reply cache still make unchanged requests free.
@@ -38,17 +39,24 @@ from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic
 from harness.common.provenance import config_hash, run_provenance, sha256_file, to_jsonable
 from harness.common.shipped_configs import configs_root
+from harness.judge.run import ORDER_CHOICES
+from harness.task_registry import (
+    PAIRWISE_JUDGE,
+    TRUTHFULQA_JUDGE,
+    benchmark,
+    doc_count,
+    judged_tasks,
+)
 from reports.collect import BASELINE, CHECKPOINT, RUN_MANIFEST
 
 EVAL_KEY_VERSION = "1"
 JUDGE_KEY_VERSION = "1"
 RUN_KEY_FILE = "run_key.json"
-GENERATION_TASKS = ("vicuna80", "truthfulqa_gen")
 
 
 def _gen_preset(cfg, task: str) -> str:
-    """The generation preset of one evaluation unit: eval.gen_preset for Vicuna-80 only."""
-    return cfg.eval.gen_preset if task == "vicuna80" else "paper"
+    """The generation preset of one evaluation unit: eval.gen_preset where the task takes presets."""
+    return cfg.eval.gen_preset if benchmark(task).takes_gen_preset else "paper"
 
 
 # pipeline stage name -> label of its checkpoint (both adapters are trained on the base model)
@@ -98,7 +106,7 @@ class JudgeSection:
     base_url: str | None = None  # None: start `transformers serve` for judge_model on 127.0.0.1
     api_key_env: str = "OPENAI_API_KEY"
     max_tokens: int | None = None  # None: the reviewer's 1024
-    orders: str = "both"
+    orders: str = field(default="both", metadata={"choices": tuple(ORDER_CHOICES)})  # harness.judge.run
     parse_attempts: int = 3
     concurrency: int = 2
     timeout_s: float = 300.0
@@ -268,6 +276,11 @@ def _eval_key(system: ModelToEvaluate, task: str, cfg: RunConfig, version: Any) 
     return config_hash(payload, EVAL_KEY_VERSION), payload
 
 
+def plan_eval_units(cfg: RunConfig, systems: list[ModelToEvaluate]) -> list[tuple[ModelToEvaluate, str]]:
+    """``(system, task)`` per evaluation; generation-only (API) systems run only the tasks that generate."""
+    return [(s, task) for s in systems for task in cfg.eval.tasks if not s.generation_only or benchmark(task).generates]
+
+
 def _key_matches(unit_dir: Path, key: str) -> bool:
     import json
 
@@ -324,6 +337,7 @@ def run_eval_unit(system: ModelToEvaluate, task: str, cfg: RunConfig, run_dir: P
 @dataclass
 class JudgeUnit:
     system: ModelToEvaluate
+    task: str  # the pairwise-judged task whose answers are judged
     opponent: str  # name in the report
     opponent_spec: str  # what run_judge takes as baseline
     answers_dir: Path
@@ -346,36 +360,38 @@ def _opponent_spec(name: str, registry) -> str:
     raise unknown_name_error("judge opponent", name, known, "judge.opponents: a baseline with answers, a recorded set or a file")
 
 
-def _answers_file(answers_dir: Path) -> Path:
+def _answers_file(answers_dir: Path, task: str) -> Path:
     from harness.common.run_files import samples_path
 
-    found = samples_path(answers_dir, "vicuna80")  # the latest run's
+    found = samples_path(answers_dir, task)  # the latest run's
     if not found.is_file():
-        raise UserError(f"{answers_dir}: no vicuna80 samples file; rerun the vicuna80 evaluation")
+        raise UserError(f"{answers_dir}: no {task} samples file; rerun the {task} evaluation")
     return found
 
 
 def plan_judge_units(cfg: RunConfig, systems: list[ModelToEvaluate], run_dir: Path, registry) -> list[JudgeUnit]:
+    """The pairwise judge's comparisons. Its reviewer and answer reader are Vicuna-80's
+    (harness/judge), and its output dirs do not name the task: one pairwise-judged task per run."""
     units = []
-    judged = systems if "vicuna80" in cfg.eval.tasks else []
-    for s in judged:
-        for opponent in cfg.judge.opponents:
-            units.append(JudgeUnit(s, opponent, _opponent_spec(opponent, registry), run_dir / "eval" / "vicuna80" / s.model_id,
-                                   run_dir / "judge" / f"{s.model_id}_vs_{opponent}"))
-    if cfg.judge.head_to_head:
-        checkpoints = [s for s in judged if s.role == CHECKPOINT]
-        for previous, current in zip(checkpoints, checkpoints[1:], strict=False):
-            prev_dir = run_dir / "eval" / "vicuna80" / previous.model_id
-            units.append(JudgeUnit(current, previous.model_id, str(prev_dir), run_dir / "eval" / "vicuna80" / current.model_id,
-                                   run_dir / "judge" / f"{current.model_id}_vs_{previous.model_id}"))
+    for task in judged_tasks(cfg.eval.tasks, PAIRWISE_JUDGE):
+        for s in systems:
+            for opponent in cfg.judge.opponents:
+                units.append(JudgeUnit(s, task, opponent, _opponent_spec(opponent, registry), run_dir / "eval" / task / s.model_id,
+                                       run_dir / "judge" / f"{s.model_id}_vs_{opponent}"))
+        if cfg.judge.head_to_head:
+            checkpoints = [s for s in systems if s.role == CHECKPOINT]
+            for previous, current in zip(checkpoints, checkpoints[1:], strict=False):
+                prev_dir = run_dir / "eval" / task / previous.model_id
+                units.append(JudgeUnit(current, task, previous.model_id, str(prev_dir), run_dir / "eval" / task / current.model_id,
+                                       run_dir / "judge" / f"{current.model_id}_vs_{previous.model_id}"))
     for u in units:
         opponent_path = Path(u.opponent_spec)
-        opponent_hash = sha256_file(_answers_file(opponent_path)) if opponent_path.is_dir() else u.opponent_spec
+        opponent_hash = sha256_file(_answers_file(opponent_path, u.task)) if opponent_path.is_dir() else u.opponent_spec
         j = cfg.judge
         u.payload = {
-            "answers": sha256_file(_answers_file(u.answers_dir)), "opponent": opponent_hash,
+            "answers": sha256_file(_answers_file(u.answers_dir, u.task)), "opponent": opponent_hash,
             "judge_model": j.judge_model, "base_url": j.base_url, "max_tokens": j.max_tokens, "orders": j.orders,
-            "parse_attempts": j.parse_attempts, "limit": cfg.eval.limit_for("vicuna80"),
+            "parse_attempts": j.parse_attempts, "limit": cfg.eval.limit_for(u.task),
         }
         u.key = config_hash(u.payload, JUDGE_KEY_VERSION)
     return units
@@ -416,20 +432,12 @@ def run_judge_units(units: list[JudgeUnit], cfg: RunConfig, run_dir: Path, conso
                 answers=str(u.answers_dir), baseline=u.opponent_spec, output=str(u.out_dir), judge_model=model,
                 judge_base_url=base_url, api_key_env=j.api_key_env, orders=j.orders, max_tokens=j.max_tokens,
                 parse_attempts=j.parse_attempts, concurrency=j.concurrency, timeout_s=j.timeout_s,
-                limit=_int_or_none(cfg.eval.limit_for("vicuna80")), data_dir=cfg.data_dir,
+                limit=doc_count(u.task, cfg.eval.limit_for(u.task)), data_dir=cfg.data_dir,
             ))
             write_json_atomic(u.out_dir / RUN_KEY_FILE, {"key": u.key, "payload": u.payload})
             records.append({**record, "reused": False, "wall_s": round(time.perf_counter() - started, 2),
                             "n_scored": summary.get("n_scored"), "n_failed": summary.get("n_failed")})
     return records
-
-
-def _int_or_none(limit: float | None) -> int | None:
-    if limit is None:
-        return None
-    if limit < 1:
-        return round(80 * limit)  # a fraction of the 80 questions, as lm-eval reads it
-    return int(limit)
 
 
 # ---------------------------------------------------------------------------- TruthfulQA judge units
@@ -458,15 +466,16 @@ def run_truthfulqa_judge_units(cfg: RunConfig, systems: list[ModelToEvaluate], r
     )
     from harness.judge.truthfulqa.scoring import resolve_judge
 
-    answered = [s for s in systems if (run_dir / "eval" / "truthfulqa_gen" / s.model_id / "results.json").is_file()]
+    answered = [(task, s) for task in judged_tasks(cfg.eval.tasks, TRUTHFULQA_JUDGE) for s in systems
+                if (run_dir / "eval" / task / s.model_id / "results.json").is_file()]
     if not answered:
         return []
     specs = truthfulqa_judge_specs(cfg)
     backend = cfg.truthfulqa_judge.backend
     fingerprints = {kind: resolve_judge(kind, spec, backend).fingerprint for kind, spec in specs.items()}
     records = []
-    for s in answered:
-        answers_dir = run_dir / "eval" / "truthfulqa_gen" / s.model_id
+    for task, s in answered:
+        answers_dir = run_dir / "eval" / task / s.model_id
         out_dir = run_dir / "judge" / f"{s.model_id}_truthfulqa"
         payload = {"answers": sha256_file(samples_file(answers_dir)), "judges": specs, "fingerprints": fingerprints, "backend": backend}
         key = config_hash(payload, JUDGE_KEY_VERSION)
@@ -525,7 +534,6 @@ def _preflight(cfg: RunConfig, run_dir: Path) -> None:
     from harness.common.preflight import check_output_dir
     from harness.common.registry import lookup
     from harness.eval_preflight import check_batch_size, check_meta_prompt, parse_gen_kwargs
-    from harness.judge.run import ORDER_CHOICES
 
     check_output_dir(run_dir, "output")
     lookup("answer order setting", cfg.judge.orders, ORDER_CHOICES, "judge.orders")
@@ -547,12 +555,14 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
     started = time.perf_counter()
     # fail on bad input before any long work
     resolve_task_names(cfg.eval.tasks)
+    for task in cfg.eval.tasks:
+        benchmark(task)  # known to lm-eval but missing from the registry: say so now
     data.resolve_data_dir(cfg.data_dir)
     for name in cfg.checkpoints:
         _checkpoint_label(name)
     registry = load_registry([_resolve_path(f, "baseline_files") for f in cfg.baseline_files])
     baselines = baseline_models(cfg, registry)
-    if cfg.judge.enabled and "vicuna80" in cfg.eval.tasks:
+    if cfg.judge.enabled and judged_tasks(cfg.eval.tasks, PAIRWISE_JUDGE):
         for opponent in cfg.judge.opponents:
             _opponent_spec(opponent, registry)
     pipeline_cfg = _pipeline_config(cfg)
@@ -585,20 +595,17 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
     console.rule("evaluation")
     phase = time.perf_counter()
     evals = []
-    for system in systems:
-        for task in cfg.eval.tasks:
-            if system.generation_only and task not in GENERATION_TASKS:
-                continue
-            evals.append(run_eval_unit(system, task, cfg, run_dir, console))
-            manifest["evals"] = evals
-            manifest["systems"] = _system_entries(systems, evals, [])
-            _write_manifest(run_dir, manifest)
+    for system, task in plan_eval_units(cfg, systems):
+        evals.append(run_eval_unit(system, task, cfg, run_dir, console))
+        manifest["evals"] = evals
+        manifest["systems"] = _system_entries(systems, evals, [])
+        _write_manifest(run_dir, manifest)
     manifest["timings_s"]["eval"] = round(time.perf_counter() - phase, 2)
 
     # 3. judge
     judges: list[dict[str, Any]] = []
     phase = time.perf_counter()
-    if cfg.judge.enabled and "vicuna80" in cfg.eval.tasks:
+    if cfg.judge.enabled and judged_tasks(cfg.eval.tasks, PAIRWISE_JUDGE):
         console.rule("judge")
         units = plan_judge_units(cfg, systems, run_dir, registry)
         judges = run_judge_units(units, cfg, run_dir, console)
@@ -609,7 +616,7 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
 
     # 3b. TruthfulQA generation judges (trained once and cached when not given)
     tqa_judges: list[dict[str, Any]] = []
-    if cfg.judge.enabled and "truthfulqa_gen" in cfg.eval.tasks:
+    if cfg.judge.enabled and judged_tasks(cfg.eval.tasks, TRUTHFULQA_JUDGE):
         console.rule("judge truthfulqa")
         phase = time.perf_counter()
         tqa_judges = run_truthfulqa_judge_units(cfg, systems, run_dir, console)

@@ -42,7 +42,7 @@ from harness.common.provenance import config_hash, run_provenance
 from harness.common.registry import lookup
 from harness.models import resolve_pretrained
 from pipeline.config import PipelineConfig
-from pipeline.engine.base import GenerationEngine
+from pipeline.engine.base import EngineFactory, GenerationEngine
 from pipeline.engine.registry import make_engine
 from pipeline.manifest import (
     files_hash,
@@ -63,8 +63,6 @@ log = logging.getLogger(__name__)
 
 STAGES: tuple[Stage, ...] = (TGRTSelfInstructStage(), SelfAlignStage(), EngraveStage(), VerboseCloneStage())
 STAGES_BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
-
-EngineFactory = Callable[[str, "str | None"], GenerationEngine]
 
 
 def stage_dir_name(stage: Stage) -> str:
@@ -191,7 +189,7 @@ def _run(
     selected = select_stages(stages)
     console = console or Console(stderr=True)
     if engine_factory is None:
-        _check_model_loadable(cfg.model.base)
+        _resolve_base_model(cfg.model.base)
         engine_factory = default_engine_factory(cfg, dist)
     engines = EngineCache(engine_factory)
     if dist.is_main:
@@ -223,8 +221,9 @@ def _run(
     return manifest
 
 
-def _check_model_loadable(model: str) -> None:
-    """Fail in one line before any work when the base model cannot be found."""
+def _resolve_base_model(model: str) -> None:
+    """Resolve the base model before any work (an alias's GGUF converted once, a directory's
+    config and safetensors headers checked), so a bad name fails in one line; nothing is loaded."""
     resolve_pretrained(model)
 
 

@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from harness.common import stats
 from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic
 from harness.common.preflight import check_output_dir
 from harness.common.provenance import git_hash
 from reports import figures as figs
-from reports import stats
 from reports.baselines import load_paper_reported
 from reports.collect import collect, prompt_label
 from reports.html import report_html

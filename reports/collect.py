@@ -23,7 +23,7 @@ from typing import Any
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records
 from harness.common.run_files import samples_path
-from harness.task_registry import short_name
+from harness.task_registry import find_benchmark, short_name
 
 RUN_MANIFEST = "manifest.json"
 JUDGE_SUMMARY = "summary.json"
@@ -103,23 +103,24 @@ class System:
         """Provenance facts for the report's appendix (first task's block; tasks listed)."""
         first = next(iter(self.tasks.values()), None)
         prov = first.provenance if first else {}
+        preset_result = next((r for t, r in self.tasks.items() if (b := find_benchmark(t)) and b.takes_gen_preset), None)
         return {
             "model_id": self.model_id, "label": self.label, "role": self.role,
             "backend": prov.get("backend"), "model_args": prov.get("model_args"),
             "prompt_format": prov.get("prompt_format"), "git_hash": prov.get("git_hash"),
-            # the Vicuna-80 generation preset that produced this system's answers
-            "gen_preset": (self.tasks.get("vicuna80").provenance.get("gen_preset") or "paper")
-            if self.tasks.get("vicuna80") else None,
+            # the generation preset that produced this system's answers (tasks that take presets)
+            "gen_preset": (preset_result.provenance.get("gen_preset") or "paper") if preset_result else None,
+            "gen_preset_task": preset_result.task if preset_result else None,
             "tasks": {t: {"n": r.n, "of": r.n_original, "version": r.version} for t, r in self.tasks.items()},
             "judged_against": sorted(self.judgments),
         }
 
 
 def prompt_label(described: dict[str, Any]) -> str:
-    """The report's "prompt" cell: the prompt format, and the Vicuna-80 generation preset."""
+    """The report's "prompt" cell: the prompt format, and the generation preset (Vicuna-80's)."""
     prompt_format = described.get("prompt_format") or ""
     preset = described.get("gen_preset")
-    return f"{prompt_format}; vicuna80 preset {preset}" if preset else prompt_format
+    return f"{prompt_format}; {described.get('gen_preset_task')} preset {preset}" if preset else prompt_format
 
 
 @dataclass

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.common import stats
 from harness.common.errors import UserError
-from reports import stats
+from harness.task_registry import BENCHMARKS, find_benchmark
 from reports.baselines import PaperReported
 from reports.collect import Collection, System
 
@@ -336,6 +337,24 @@ def truthfulqa_generation_table(collection: Collection, reported: PaperReported 
     return table
 
 
+def benchmark_tables(collection: Collection) -> list[Table]:
+    """One table per benchmark the paper has no table for (a registry entry without ``paper_table``):
+    its ``report_metrics``, 0/1 per item, with Wilson intervals."""
+    names = sorted({b.name for s in collection.systems for t in s.tasks
+                    if (b := find_benchmark(t)) and b.paper_table is None and b.report_metrics})
+    tables = []
+    for name in names:
+        entry = BENCHMARKS[name]
+        metrics = [Metric(m, m, name, m) for m in entry.report_metrics]
+        table = Table(name, f"{entry.title} (measured; the paper has no table for it)", [Column(m.column, m.label) for m in metrics])
+        for s in collection.systems:
+            if name in s.tasks:
+                table.rows.append(Row(s.label, MEASURED, {m.column: _metric_cell(s, m) for m in metrics}, reference=s.model_id))
+        table.notes += _subset_note(collection.systems, [name])
+        tables.append(table)
+    return tables
+
+
 def reported_only_table(reported: PaperReported | None, key: str) -> Table | None:
     if reported is None or key not in reported.tables:
         return None
@@ -452,6 +471,7 @@ def build_tables(collection: Collection, reported: PaperReported | None) -> list
         hhh_table(collection, reported),
         vicuna_table(collection, reported),
         truthfulqa_generation_table(collection, reported),
+        *benchmark_tables(collection),
         *paired_tables(collection),
     ]
     return [t for t in tables if t is not None]

@@ -13,7 +13,7 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 
 from harness.backends.selfalign_hf import SelfAlignHFLM  # noqa: E402
-from tests.test_engine_models import build_random_lora, build_tiny_gemma3  # noqa: E402
+from tests.tiny_model import build_random_lora, build_tiny_gemma3  # noqa: E402
 
 WORDS = (
     "Question What is the capital of France Answer Paris true false Human Can you help me Sure "

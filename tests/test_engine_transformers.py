@@ -8,7 +8,7 @@ import torch
 from harness.common.errors import UserError
 from pipeline.engine.base import GenerationEngine, GenerationRequest, SamplingParams
 from pipeline.engine.registry import make_engine
-from tests.test_engine_models import build_random_lora, build_tiny_gemma3
+from tests.tiny_model import build_random_lora, build_tiny_gemma3
 
 PREFIX = (
     "Question: What is the capital of France? Answer: Paris is the capital of France. "

@@ -36,7 +36,10 @@ def test_eval_writes_results_samples_and_provenance(tiny_model_dir, data_dir, tm
     assert set(written["results"]) >= {"selfalign_truthfulqa_mc1", "selfalign_truthfulqa_tf", "selfalign_hhh"}
     tf = written["results"]["selfalign_truthfulqa_tf"]
     assert {"acc,none", "acc_all_candidates,none", "acc_reference_subset,none"} <= set(tf)
-    assert 0.0 <= written["results"]["selfalign_truthfulqa_mc1"]["acc,none"] <= 1.0
+    # results.json's accuracy is the mean over the logged samples, and --limit 2 scored two
+    mc1 = [json.loads(line) for line in samples_path(out, "truthfulqa_mc1").read_text().splitlines()]
+    assert len(mc1) == 2 and written["n-samples"]["selfalign_truthfulqa_mc1"]["effective"] == 2
+    assert written["results"]["selfalign_truthfulqa_mc1"]["acc,none"] == sum(s["acc"] for s in mc1) / 2
     meta = written["selfalign"]
     assert meta["task_versions"]["selfalign_truthfulqa_tf"] == 1.0
     assert "truthfulqa/data/v0/mc_task.json" in meta["data_sha256"]

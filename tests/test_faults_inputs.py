@@ -59,7 +59,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("judge-output-is-a-file", [*JUDGE[:5], "--output", "FILE", *JUDGE[7:]], "is an existing file, not a directory"),
     ("judge-unknown-answers", [*JUDGE[:2], "alpaca-13", *JUDGE[3:]], "did you mean 'alpaca-13b'"),
     ("judge-not-http-url", [*JUDGE[:7], "--judge-base-url", "ftp://127.0.0.1/v1", *JUDGE[9:]], "is not an http(s) URL"),
-    ("judge-config-orders-type", [*JUDGE, "--config", "WS/judge_orders.yaml"], "unknown answer order setting '7'"),
+    ("judge-config-orders-type", [*JUDGE, "--config", "WS/judge_orders.yaml"], "judge_orders.yaml.orders: expected one of both, baseline_first, model_first, got 7"),
     ("judge-config-limit-type", [*JUDGE, "--config", "WS/judge_limit.yaml"], "limit: expected an integer, got [1, 2]"),
     ("judge-question-ids", [*JUDGE, "--question-ids", "99"], "are not Vicuna-80 question ids"),
     # selfalign pipeline run
@@ -79,7 +79,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("pipe-corrupt-model", [*PIPE, "--set", "model.base=CORRUPT"], "not a readable safetensors file"),
     # selfalign run
     ("run-enabled-maybe", [*RUN, "--set", "pipeline.enabled=maybe"], "pipeline.enabled: expected true or false, got 'maybe'"),
-    ("run-orders", [*RUN, "--set", "judge.orders=7"], "unknown answer order setting '7'"),
+    ("run-orders", [*RUN, "--set", "judge.orders=7"], "judge.orders: expected one of both, baseline_first, model_first, got 7"),
     ("run-meta-prompt", [*RUN, "--set", "eval.meta_prompt=shouty"], "unknown meta prompt 'shouty'"),
     ("run-gen-kwargs", [*RUN, "--set", "eval.gen_kwargs={vicuna80: max_gen_toks=abc}"], "max_gen_toks='abc' must be an integer"),
     ("run-batch-size", [*RUN, "--set", "eval.batch_size=-1"], "eval.batch_size: must be at least 1"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from harness.judge.aggregate import (
     ORDERS,
@@ -84,11 +86,16 @@ def test_uncertainty_fields():
     judgments = [judgment(q, o, 8 if q % 3 else 5, 7) for q in range(1, 31) for o in ORDERS]
     s = summarize(judgments, ORDERS, seed=0)
     assert s["wins"] == 20 and s["losses"] == 10
-    low, high = s["relative_score_ci95"]
-    assert low < s["relative_score"] < high
-    assert summarize(judgments, ORDERS, seed=0)["relative_score_ci95"] == [low, high]  # seeded
+    assert s["relative_score"] == 1.0  # (20 * 8 + 10 * 5) / (30 * 7)
+    # the report's estimator (paired percentile bootstrap over questions, seed 0), as scipy computes it
+    model, base = np.array([8.0 if q % 3 else 5.0 for q in range(1, 31)]), np.full(30, 7.0)
+    ci = scipy_stats.bootstrap((model, base), lambda m, b, axis=-1: m.sum(axis) / b.sum(axis), paired=True, vectorized=True,
+                               n_resamples=2000, method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    assert s["relative_score_ci95"] == pytest.approx([ci.low, ci.high], abs=1e-12)
+    assert s["relative_score_ci95"][0] < 1.0 < s["relative_score_ci95"][1]
     assert s["win_rate"] == pytest.approx(20 / 30)
-    assert 0 < s["win_rate_stderr"] < 0.2
-    assert 0.05 < s["sign_test_p"] < 0.2  # 20 vs 10: binomial two-sided p = 0.099
+    assert s["win_rate_stderr"] == pytest.approx(scipy_stats.sem([1.0] * 20 + [0.0] * 10), abs=1e-12)
+    assert s["sign_test_p"] == pytest.approx(scipy_stats.binomtest(20, 30).pvalue, abs=1e-12)
+    assert s["sign_test_p"] == pytest.approx(0.0987, abs=1e-4)
     empty = summarize([], ORDERS)
     assert empty["relative_score"] is None and empty["relative_score_ci95"] is None and empty["win_rate"] is None

@@ -47,8 +47,8 @@ def judge_cfg(tmp_path, spec, answers_dir, **kw):
 def test_judge_scores_p_yes_through_lm_eval_and_rerun_is_cached(tiny_model_dir, data_dir, tmp_path, monkeypatch):
     from lm_eval.api.instance import Instance
 
+    from harness.common.stats import wilson
     from harness.models import build_lm
-    from reports.stats import wilson
 
     answers_dir = write_gen_samples(tmp_path / "eval" / "m", data_dir)
     spec = f"pretrained={tiny_model_dir}"
@@ -170,12 +170,14 @@ def test_train_judge_writes_metrics_and_reuses_them(tiny_model_dir, data_dir, tm
     out = tmp_path / "judge"
     m = train_judge("truth", str(tiny_model_dir), out, cfg, str(data_dir))
     h = m["heldout"]
-    assert h["n"] == 8 and 0.0 <= h["accuracy"] <= 1.0 and h["majority_accuracy"] >= 0.5
+    assert h["n"] == 8
     assert m["train_steps"] == 2 and m["n_train_examples"] == 16 and (out / "adapter" / "adapter_config.json").is_file()
     scores = [json.loads(line) for line in (out / "heldout_scores.jsonl").read_text().splitlines()]
     assert len(scores) == 8 and all(0.0 < s["p_yes"] < 1.0 for s in scores)
     assert h["accuracy"] == sum((s["p_yes"] > 0.5) == bool(s["label"]) for s in scores) / 8
     assert h["auc"] == roc_auc([s["p_yes"] for s in scores], [s["label"] for s in scores])
+    positives = sum(bool(s["label"]) for s in scores)
+    assert h["majority_accuracy"] == max(positives, 8 - positives) / 8
     assert m["train_loss_first_last"][0] is not None
     assert m["spec"].endswith(f"peft={(out / 'adapter').resolve()}")
     written = (out / "metrics.json").read_text()

@@ -37,7 +37,10 @@ def test_lm_eval_cli_runs_our_backend_and_tasks(tiny_model_dir, data_dir, tmp_pa
     files = [str(p) for p in (tmp_path / "out").rglob("*.json")]
     results = json.loads(open(get_latest_filename(get_results_filenames(files))).read())
     assert results["config"]["model"] == "selfalign-hf"
-    assert 0.0 <= results["results"]["selfalign_truthfulqa_mc1"]["acc,none"] <= 1.0
+    samples = [json.loads(line) for p in (tmp_path / "out").rglob("samples_selfalign_truthfulqa_mc1_*.jsonl")
+               for line in p.read_text().splitlines()]
+    assert len(samples) == 2 and results["n-samples"]["selfalign_truthfulqa_mc1"]["effective"] == 2
+    assert results["results"]["selfalign_truthfulqa_mc1"]["acc,none"] == sum(s["acc"] for s in samples) / 2
     # no tokenizer in the metadata: HHH says that the reference's truncation was not applied
     assert results["results"]["selfalign_hhh_other"]["truncation_applied,none"] == 0.0
     assert "token truncation is NOT applied" in proc.stderr and "--metadata" in proc.stderr

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from harness.common import stats as rstats
 from harness.common.run_files import samples_path
 from harness.evaluate import EvalConfig, run_eval
 from harness.judge.run import JudgeConfig, run_judge
-from reports import stats as rstats
 from reports.baselines import load_paper_reported
 from reports.build import ReportOptions, build_report
 from tests.servers import chat_reply, scripted_servers

@@ -55,7 +55,9 @@ def test_tiebreak_does_not_favour_the_first_option():
 
 
 def test_tiebreak_is_deterministic_and_rejects_empty():
-    assert argmax_sha256_tiebreak([1.0, 1.0, 1.0]) == argmax_sha256_tiebreak([1.0, 1.0, 1.0])
+    # the same scores give the same pick in every process (sha256 of the bytes, not Python's hash)
+    assert argmax_sha256_tiebreak([1.0, 1.0, 1.0]) == reference_argmax([1.0, 1.0, 1.0])
+    assert argmax_sha256_tiebreak([1.0, 3.0, 3.0, 0.0]) == reference_argmax([1.0, 3.0, 3.0, 0.0]) in (1, 2)
     assert argmax_sha256_tiebreak([0.0, 2.0, 1.0]) == 1
     with pytest.raises(ValueError):
         argmax_sha256_tiebreak([])
@@ -155,7 +157,9 @@ def test_hhh_scores_sum_each_option_over_both_orders(tasks):
     # second option: B in prompt 1 (-0.5) + A in prompt 2 (-0.5) = -1.0 -> wrong pick
     assert task.process_results(doc, [(-1.0, 0), (-0.5, 0), (-0.5, 0), (-0.2, 0)])["acc"] == 0.0
     assert task.process_results(doc, [(-0.1, 0), (-0.5, 0), (-0.5, 0), (-0.2, 0)])["acc"] == 1.0
-    assert graded_choice([0.0, 0.0], [1.0, 0.0]) in (0.0, 1.0)
+    # a tie is the reference's sha256 pick, not always the first (correct) option
+    assert graded_choice([0.0, 0.0], [1.0, 0.0]) == [1.0, 0.0][reference_argmax([0.0, 0.0])]
+    assert graded_choice([0.0, 0.0], [0.0, 1.0]) == [0.0, 1.0][reference_argmax([0.0, 0.0])]
 
 
 def test_hhh_truncates_long_fields_by_model_tokens(data_dir, tiny_model_dir):

@@ -85,10 +85,13 @@ def test_generated_answers_flow_into_the_judge(chat, tiny_model_dir, data_dir, t
         meta_prompt="none" if chat else None, apply_chat_template=chat,
     )
     results = run_eval(cfg)
-    assert results["results"][TASK]["empty_answer,clean"] >= 0.0
     run_dir = tmp_path / "eval" / model_id(cfg.model_args)
     samples = [json.loads(line) for line in samples_path(run_dir, "vicuna80").read_text().splitlines()]
     assert [s["doc"]["question_id"] for s in samples] == [1, 2]
+    # the metrics are the cleaned answers' (the "clean" filter), not the raw generations'
+    cleaned = [s["filtered_resps"][0] for s in samples]
+    assert results["results"][TASK]["empty_answer,clean"] == sum(not a.strip() for a in cleaned) / 2
+    assert results["results"][TASK]["answer_words,clean"] == sum(len(a.split()) for a in cleaned) / 2
     prompt = samples[0]["arguments"]["gen_args_0"]["arg_0"]  # lm-eval's on-disk form
     if chat:
         assert samples[0]["doc"]["prompt_format"] == "plain"

@@ -1,4 +1,5 @@
-"""A tiny random Llama + byte-level BPE tokenizer with a ChatML template, built in well under a second.
+"""A tiny random Llama + byte-level BPE tokenizer with a ChatML template, built in well under a second;
+a tiny Gemma 3 with sliding-window layers and a random LoRA adapter for engine/backend tests.
 
 Its text is garbage: tests use it for shapes, flow and exact equalities, never wording.
 """
@@ -67,3 +68,61 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, num_layers: int = 2, hi
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_tiny_gemma3(out_dir: str | Path, seed: int = 0, sliding_window: int = 8) -> Path:
+    """A Gemma 3 text model with interleaved sliding-window (window 8) and full layers and final-logit
+    soft-capping: the features that make shared-prefix KV reuse easy to get subtly wrong. With a
+    window this small, prefixes of a few dozen tokens exercise the window exactly as Gemma 3 270M's
+    512-token window is exercised by the 1.8k-token constitution."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer()
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=sliding_window,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        max_position_embeddings=1024,
+        final_logit_softcapping=30.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config).to(torch.float32)
+    # Random init leaves near-uniform logits; scale the head so greedy choices are not ties.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    saved = Gemma3TextConfig.from_pretrained(out_dir)
+    if set(saved.layer_types) != {"sliding_attention", "full_attention"} or saved.sliding_window != sliding_window:
+        raise AssertionError(f"{out_dir}: no sliding/full layer mix; the KV-reuse tests on it would prove nothing")
+    return out_dir
+
+
+def build_random_lora(base_dir: str | Path, out_dir: str | Path, seed: int = 1) -> Path:
+    """A LoRA adapter on q/v projections with non-zero B, so it changes the model's outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    )
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5)
+    peft_model.save_pretrained(str(out_dir))
+    return Path(out_dir)

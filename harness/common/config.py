@@ -4,7 +4,8 @@ Overrides are ``dotted.key=value`` strings whose values are parsed as YAML scala
 (``stage2.temperature=0.7``, ``stages=[1,2]``). Unknown keys fail with the closest known names;
 every value is checked against its field's type, nested and list fields included (``stage3: 5``
 or ``max_prompts: [1, 2]`` stop with one line naming the file, the field, the expected type and
-the value), and numbers against the ranges in ``_check_range``.
+the value), choice fields (``field(metadata={"choices": ...})``) against their choices, and numbers
+against the ranges in ``_check_range``.
 """
 
 from __future__ import annotations
@@ -194,7 +195,8 @@ def build_dataclass(cls: type[C], data: Mapping[str, Any], where: str = "config"
     """Instantiate ``cls`` from a mapping, recursing into nested dataclass fields.
 
     Every field is checked against its annotation, nested and list fields included; a field
-    whose metadata says ``comma_separated`` also takes ``"a,b"`` for a list of strings.
+    whose metadata says ``comma_separated`` also takes ``"a,b"`` for a list of strings, and one
+    with ``choices`` takes only those values.
     """
     if not isinstance(data, Mapping):
         raise UserError(f"{where}: expected a mapping of {cls.__name__} fields, got {data!r}")
@@ -209,6 +211,10 @@ def build_dataclass(cls: type[C], data: Mapping[str, Any], where: str = "config"
         if fields[key].metadata.get("comma_separated") and isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         kwargs[key] = _convert(value, hints[key], f"{where}.{key}", key, ranges)
+        choices = fields[key].metadata.get("choices")
+        if choices is not None and kwargs[key] not in choices:
+            hint = did_you_mean(str(value), choices)
+            raise UserError(f"{where}.{key}: expected one of {', '.join(choices)}, got {value!r}" + (f"; {hint}" if hint else ""))
     try:
         built = cls(**kwargs)
     except (TypeError, ValueError) as exc:

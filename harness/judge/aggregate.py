@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.common import stats
+
 ORDERS = ("baseline_first", "model_first")
 WIN, TIE, LOSS = "win", "tie", "loss"
 
@@ -92,24 +94,6 @@ def _block(pairs: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def _bootstrap_ci(pairs: list[tuple[float, float]], seed: int, n_resamples: int = 2000) -> list[float] | None:
-    """95% percentile interval of the relative score, resampling questions."""
-    if len(pairs) < 2:
-        return None
-    import numpy as np
-
-    data = np.asarray(pairs, dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(data), size=(n_resamples, len(data)))
-    model_totals = data[idx, 0].sum(axis=1)
-    baseline_totals = data[idx, 1].sum(axis=1)
-    ratios = model_totals[baseline_totals > 0] / baseline_totals[baseline_totals > 0]
-    if len(ratios) == 0:
-        return None
-    low, high = np.percentile(ratios, [2.5, 97.5])
-    return [float(low), float(high)]
-
-
 def summarize(judgments: Sequence[dict[str, Any]], orders: Sequence[str], seed: int = 0) -> dict[str, Any]:
     """The aggregate block of ``summary.json`` (see ``harness.judge`` for the schema)."""
     scored, failed_questions = question_results(judgments, orders)
@@ -123,11 +107,8 @@ def summarize(judgments: Sequence[dict[str, Any]], orders: Sequence[str], seed: 
     if n > 1:
         mean = win_rate
         win_rate_stderr = (sum((p - mean) ** 2 for p in prefs) / (n - 1) / n) ** 0.5
-    sign_test_p = None
-    if overall["wins"] + overall["losses"] > 0:
-        from scipy.stats import binomtest
-
-        sign_test_p = float(binomtest(overall["wins"], overall["wins"] + overall["losses"], 0.5).pvalue)
+    # the same estimators as the report's tables (harness.common.stats), so both show one interval
+    ratio = stats.bootstrap_ratio([m for m, _ in pairs], [b for _, b in pairs], seed=seed)
     paired = [r for r in scored if r.consistent is not None]
     by_order = {}
     for order in orders:
@@ -138,10 +119,10 @@ def summarize(judgments: Sequence[dict[str, Any]], orders: Sequence[str], seed: 
         by_category[r.category].append((r.model_score, r.baseline_score))
     return {
         **{k: overall[k] for k in ("relative_score", "wins", "ties", "losses", "model_total", "baseline_total")},
-        "relative_score_ci95": _bootstrap_ci(pairs, seed),
+        "relative_score_ci95": None if ratio.ci_low is None else [ratio.ci_low, ratio.ci_high],
         "win_rate": win_rate,
         "win_rate_stderr": win_rate_stderr,
-        "sign_test_p": sign_test_p,
+        "sign_test_p": stats.sign_test_counts(overall["wins"], overall["losses"]),
         "n_scored": n,
         "n_failed_questions": len(failed_questions),
         "failed_question_ids": failed_questions,

@@ -67,7 +67,7 @@ class JudgeConfig:
     api_key_env: str = "OPENAI_API_KEY"  # read from the environment only, never written
     prompt_version: str = DEFAULT_PROMPT_VERSION
     parser: str = DEFAULT_PARSER
-    orders: str = "both"  # both | baseline_first | model_first
+    orders: str = dataclasses.field(default="both", metadata={"choices": tuple(ORDER_CHOICES)})
     temperature: float | None = None  # None: the reviewer's (0.2)
     max_tokens: int | None = None  # None: the reviewer's (1024)
     parse_attempts: int = 3  # replies asked per judgment until one parses

@@ -9,7 +9,7 @@ prompt), a backend may encode it once and reuse its cache; outputs must not chan
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -87,3 +87,7 @@ class GenerationEngine(Protocol):
     ) -> list[Completion]:
         """One completion per request, in request order."""
         ...
+
+
+# (model, PEFT adapter directory or None) -> a ready engine; the runner's is cached per pair
+EngineFactory = Callable[[str, "str | None"], GenerationEngine]

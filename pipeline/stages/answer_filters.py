@@ -1,8 +1,9 @@
-"""Text clean-up shared by the answer stages (2 and 4): repetition cut and the truncated-word trim."""
+"""Shared by the answer stages (2 and 4): repetition cut, truncated-word trim and the keep/drop verdict."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 # Segment boundaries of the reference's ``dedup`` (stage 4 adds the backtick).
 SELF_ALIGN_BOUNDARIES = "\n.?!;:,"
@@ -11,6 +12,15 @@ VERBOSE_BOUNDARIES = "\n.?!;:,`"
 # Appended to an answer that ended its turn: the reference trains the model to end its turn by
 # starting the next one, and cuts generation at "### User" at inference.
 END_OF_TURN = "\n\n### User\n"
+
+
+@dataclass(frozen=True)
+class AnswerVerdict:
+    """One generated answer kept (``answer``) or dropped (``reason``), as stages 2 and 4 decide."""
+
+    answer: str | None
+    reason: str | None = None  # None: kept
+    detail: str | None = None  # e.g. the blacklisted phrase found
 
 
 def cut_repetition(text: str, boundaries: str = SELF_ALIGN_BOUNDARIES) -> str:

@@ -20,11 +20,8 @@ from harness.common.errors import UserError
 from harness.common.jsonl import iter_records, write_jsonl_atomic
 from harness.common.progress_bar import progress_bar
 from pipeline.config import PipelineConfig
-from pipeline.engine.base import GenerationEngine
+from pipeline.engine.base import EngineFactory, GenerationEngine
 from pipeline.sharding import DistContext
-
-# (model, peft adapter directory or None) -> a ready engine (cached by the runner)
-EngineProvider = Callable[[str, "str | None"], GenerationEngine]
 
 
 @dataclass
@@ -46,7 +43,7 @@ class StageContext:
     stage_dir: Path
     data_dir: str | Path | None
     dist: DistContext
-    engine: EngineProvider
+    engine: EngineFactory
     progress: StageProgress
     # Stop before training: generation stages complete, training stages are left incomplete
     # (generation and training often need different process layouts; see paper.yaml).

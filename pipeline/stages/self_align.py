@@ -15,7 +15,7 @@ answer or drop reason), ``constitution.txt`` (the rendered prompt) and ``constit
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from pipeline import constitution as const
@@ -27,6 +27,7 @@ from pipeline.sharding import LazyRequests, generate_sharded, request_seed
 from pipeline.stages.answer_filters import (
     END_OF_TURN,
     SELF_ALIGN_BOUNDARIES,
+    AnswerVerdict,
     cut_repetition,
     drop_truncated_word,
 )
@@ -35,13 +36,6 @@ from pipeline.stages.common import budget_params, generation_identity
 
 NEXT_TURN = "\n\nUser:"
 WIKIPEDIA_PREFIX = "According to my knowledge from Wikipedia, here"
-
-
-@dataclass(frozen=True)
-class AnswerVerdict:
-    answer: str | None
-    reason: str | None = None  # None: kept
-    detail: str | None = None  # e.g. the blacklisted phrase found
 
 
 def self_align_prompt(rendered_constitution: str, assistant_name: str, instruction: str, input_text: str = "") -> str:

@@ -14,7 +14,7 @@ Outputs: ``records.jsonl`` (one per prompt: raw output, kept, answer or drop rea
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from harness.common.errors import UserError
@@ -28,6 +28,7 @@ from pipeline.sharding import LazyRequests, generate_sharded, request_seed
 from pipeline.stages.answer_filters import (
     END_OF_TURN,
     VERBOSE_BOUNDARIES,
+    AnswerVerdict,
     cut_repetition,
     drop_truncated_word,
 )
@@ -40,13 +41,6 @@ TURN_MARKER = "### User\n"
 LIST_CAP = "\n13. "  # the reference keeps at most 12 numbered items
 
 
-@dataclass(frozen=True)
-class VerboseVerdict:
-    answer: str | None
-    reason: str | None = None
-    detail: str | None = None
-
-
 def verbose_prompt(meta_prompt: str, instruction: str, input_text: str = "") -> str:
     """The reference's generate_verbose_response.py prompt: ``... ### Dromedary (extensive)``."""
     return dromedary_prompt(meta_prompt, instruction, input_text) + " (extensive)"
@@ -54,7 +48,7 @@ def verbose_prompt(meta_prompt: str, instruction: str, input_text: str = "") -> 
 
 def parse_verbose_output(
     raw: str, finish_reason: str, *, instruction: str, input_text: str, cfg: VerboseCloneConfig
-) -> VerboseVerdict:
+) -> AnswerVerdict:
     text = raw.strip()
     ended_turn = TURN_MARKER in text or (finish_reason == "stop" and not cfg.drop_final_word_always)
     if ended_turn:
@@ -70,15 +64,15 @@ def parse_verbose_output(
     for key in cfg.canned_answers:
         if key in answer and answer != cfg.canned_answers[key]:
             # The reference stops with an error here; an exemplar's name in an answer is a leak.
-            return VerboseVerdict(None, "exemplar_leak", key)
+            return AnswerVerdict(None, "exemplar_leak", key)
     answer = answer.split(LIST_CAP)[0]
     if len(answer) < cfg.min_chars and "### User" not in answer:
-        return VerboseVerdict(None, "too_short")
+        return AnswerVerdict(None, "too_short")
     body = answer.split("### User")[0]
     for marker in cfg.bad_markers:
         if marker in body:
-            return VerboseVerdict(None, "bad_marker", marker[:40])
-    return VerboseVerdict(answer)
+            return AnswerVerdict(None, "bad_marker", marker[:40])
+    return AnswerVerdict(answer)
 
 
 class VerboseCloneStage:
@@ -105,7 +99,7 @@ class VerboseCloneStage:
     def run(self, ctx: StageContext) -> StageResult | None:
         s4 = ctx.cfg.stage4
         # Every prompt stage 2 answered, kept or not (the reference reused all its inputs).
-        prompts = read_kept_all(ctx)
+        prompts = read_answered_prompts(ctx)
         if s4.include_identity_prompts:
             prompts += load_identity_examples(ctx.data_dir, s4.max_identity_prompts)
         if s4.max_prompts is not None:
@@ -176,7 +170,8 @@ def _reasons(counter: DropCounter) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counter.dropped.items()))
 
 
-def read_kept_all(ctx: StageContext) -> list[dict[str, Any]]:
+def read_answered_prompts(ctx: StageContext) -> list[dict[str, Any]]:
+    """Every prompt stage 2 answered, kept or dropped: its records file, not its kept file."""
     path = ctx.upstream_path("self_align", "records")
     # Streamed, keeping only the prompt fields (the records also hold every raw output).
     prompts = [

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.common import stats
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records, write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import run_provenance
@@ -73,13 +74,9 @@ def load_answers(spec: str) -> tuple[list[Answer], Path]:
 
 
 def wilson_ci(successes: int, n: int) -> list[float] | None:
-    """Wilson 95% score interval (scipy's binomtest, as reports.stats)."""
-    from scipy import stats
-
-    if n == 0:
-        return None
-    ci = stats.binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return [float(ci.low), float(ci.high)]
+    """Wilson 95% score interval as summary.json stores it (None without answers)."""
+    est = stats.wilson(successes, n)
+    return None if est.ci_low is None else [est.ci_low, est.ci_high]
 
 
 def run_truthfulqa_judge(cfg: TruthfulQAJudgeConfig) -> dict[str, Any]:
