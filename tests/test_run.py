@@ -36,25 +36,29 @@ def write_adapter(base: Path, out: Path, seed: int) -> None:
 
 
 class FakePipeline:
-    """Writes 03_engrave/ and 04_verbose_clone/ like pipeline.runner.run; records its calls."""
+    """Writes 03_engrave/ and 04_verbose_clone/ with the pipeline's own manifest writer; records its calls."""
 
     def __init__(self, base: Path):
         self.base = base
         self.calls: list[tuple] = []
 
     def __call__(self, cfg, output_dir, stages, data_dir=None):
-        from pipeline.runner import STAGES_BY_NAME, stage_dir_name
+        from pipeline.checkpoints import TRAINING_STAGES
+        from pipeline.manifest import finish_manifest, start_manifest
+        from pipeline.runner import stage_dir_name
 
         self.calls.append((cfg.model.base, str(output_dir), stages))
-        for seed, name in enumerate(("engrave", "verbose_clone"), start=1):
-            stage_dir = Path(output_dir) / stage_dir_name(STAGES_BY_NAME[name])
+        for seed, stage in enumerate(TRAINING_STAGES.values(), start=1):
+            stage_dir = Path(output_dir) / stage_dir_name(stage)
             if (stage_dir / "manifest.json").is_file():
                 continue  # complete: the real runner skips it too
             write_adapter(self.base, stage_dir / "adapter", seed)
-            (stage_dir / "manifest.json").write_text(json.dumps({
-                "stage": name, "status": "complete", "stage_dir": stage_dir.name, "outputs": {"adapter": "adapter"},
-            }))
-        return {"stages": {}, "wall_s": 0.0}
+            manifest = start_manifest(
+                stage_dir, stage=stage.name, number=stage.number, title=stage.title, cfg_hash=f"fake{seed}",
+                config={}, upstream={}, data_files={}, world_size=1,
+            )
+            finish_manifest(stage_dir, manifest, {"stage_dir": stage_dir.name, "outputs": {"adapter": "adapter"}}, 0.0)
+        return {"kind": "pipeline", "config_hash": "fake", "stages": {}, "wall_s": 0.0}
 
 
 @pytest.fixture

@@ -23,10 +23,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from harness.common.errors import UserError
-from harness.common.records import MANIFEST_ADAPTER, infer_manifest_kind
+from harness.common.records import (
+    MANIFEST_KINDS,
+    PipelineManifest,
+    RunManifest,
+    StageManifest,
+    infer_manifest_kind,
+)
 
 log = logging.getLogger(__name__)
 _reported: set[tuple[str, int]] = set()  # (path, size): one warning per torn file state
@@ -212,22 +218,34 @@ def read_json_record(path: str | Path, model: type[M], fix: str = REGENERATE) ->
     return _validate(path, model, read_json(path, fix), model.__name__, fix)
 
 
-def read_manifest_file(path: str | Path):
-    """A ``manifest.json`` of any kind (StageManifest, PipelineManifest or RunManifest), told apart
-    by its ``kind``. Manifests written before ``kind`` existed are recognised by their keys."""
-    data = read_json(path)
-    if isinstance(data, dict) and "kind" not in data:
-        kind = infer_manifest_kind(data)
-        if kind is None:
-            raise UserError(f"{path}: not a selfalign manifest (no kind, stage, stages or systems); rerun the command that wrote it")
-        data = {**data, "kind": kind}
-    return _validate(path, MANIFEST_ADAPTER, data, "manifest", REGENERATE)
-
-
-def _validate(path: str | Path, model: Any, data: Any, what: str, fix: str) -> Any:
+def manifest_kind(path: str | Path) -> str | None:
+    """The ``kind`` of a ``manifest.json`` (inferred for one written before kinds existed); None
+    for a file that is not a selfalign manifest."""
     try:
-        if isinstance(model, TypeAdapter):
-            return model.validate_python(data)
+        data = read_json(path)
+    except UserError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return data.get("kind") or infer_manifest_kind(data)
+
+
+def read_manifest_file(path: str | Path) -> StageManifest | PipelineManifest | RunManifest:
+    """A ``manifest.json`` of any kind (StageManifest, PipelineManifest or RunManifest), told apart
+    by its ``kind``. Manifests written before ``kind`` existed are recognised, once, here: by
+    their ``systems`` (run), ``stages`` (pipeline) or ``stage`` and ``status`` (stage) keys."""
+    data = read_json(path)
+    kind = (data.get("kind") or infer_manifest_kind(data)) if isinstance(data, dict) else None
+    if kind not in MANIFEST_KINDS:
+        raise UserError(
+            f"{path}: not a selfalign manifest (kind {kind!r}; expected one of {', '.join(MANIFEST_KINDS)}); "
+            "rerun the command that wrote it"
+        )
+    return _validate(path, MANIFEST_KINDS[kind], {**data, "kind": kind}, f"{kind} manifest", REGENERATE)
+
+
+def _validate(path: str | Path, model: type[M], data: Any, what: str, fix: str) -> M:
+    try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise UserError(validation_message(str(path), exc, what, fix)) from None

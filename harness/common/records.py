@@ -27,9 +27,9 @@ lm-eval's own files (``results.json``, ``samples_*.jsonl``) keep lm-eval's forma
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -219,8 +219,10 @@ class RunManifest(OpenRecord):
     report: dict[str, str] | None = None
 
 
-Manifest = Annotated[StageManifest | PipelineManifest | RunManifest, Field(discriminator="kind")]
-MANIFEST_ADAPTER: TypeAdapter[StageManifest | PipelineManifest | RunManifest] = TypeAdapter(Manifest)
+# the ``kind`` of a manifest.json -> its model
+MANIFEST_KINDS: dict[str, type[StageManifest | PipelineManifest | RunManifest]] = {
+    "stage": StageManifest, "pipeline": PipelineManifest, "run": RunManifest,
+}
 
 
 def infer_manifest_kind(data: dict[str, Any]) -> str | None:

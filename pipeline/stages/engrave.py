@@ -78,6 +78,7 @@ class EngraveStage:
     name = "engrave"
     title = "Principle Engraving"
     version = "1"
+    trains = True  # saves a LoRA adapter: a checkpoint (pipeline.checkpoints)
 
     def requires(self, cfg: PipelineConfig) -> tuple[str, ...]:
         return ("self_align",)

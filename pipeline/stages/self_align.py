@@ -112,6 +112,7 @@ class SelfAlignStage:
     name = "self_align"
     title = "Principle-Driven Self-Alignment"
     version = "2"  # 2: the stop string is put back before the turn rule (issue 11)
+    trains = False
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         return {

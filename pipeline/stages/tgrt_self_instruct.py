@@ -44,6 +44,7 @@ class TGRTSelfInstructStage:
     name = "tgrt_self_instruct"
     title = "Topic-Guided Red-Teaming Self-Instruct"
     version = "2"  # 2: rouge_l_max recorded for drops only, with rouge_l_match
+    trains = False
 
     def requires(self, cfg: PipelineConfig) -> tuple[str, ...]:
         return ()

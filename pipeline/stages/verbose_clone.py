@@ -90,7 +90,8 @@ class VerboseCloneStage:
     number = 4
     name = "verbose_clone"
     title = "Verbose Cloning"
-    version = "1"
+    version = "2"  # 2: train.jsonl records name their source (the TrainRecord shape of stage 3)
+    trains = True  # saves a LoRA adapter: a checkpoint (pipeline.checkpoints)
 
     def requires(self, cfg: PipelineConfig) -> tuple[str, ...]:
         return ("self_align", "engrave")
