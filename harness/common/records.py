@@ -255,7 +255,7 @@ class Judgment(Record):
     id: str  # <question_id>:<order>
     question_id: int
     category: str
-    reviewer: int | str
+    reviewer: str
     reviewer_category: str
     order: Literal["model_first", "baseline_first"]
     assistant_1: str
@@ -274,7 +274,7 @@ class Judgment(Record):
     completion_tokens: int | None
     cost_usd: float | None
     temperature: float
-    max_tokens: int
+    max_tokens: int | None
     cache_key: str
     prompt_sha256: str
 
@@ -304,7 +304,7 @@ RECORDS: dict[str, tuple[type[BaseModel], str]] = {
     "train": (TrainRecord, "pipeline 03_engrave/train.jsonl, 04_verbose_clone/train.jsonl"),
     "stage_manifest": (StageManifest, "pipeline <NN>_<stage>/manifest.json"),
     "pipeline_manifest": (PipelineManifest, "pipeline manifest.json"),
-    "checkpoint": (Checkpoint, "pipeline.checkpoints(output_dir) (in memory)"),
+    "checkpoint": (Checkpoint, "pipeline.checkpoints.list_checkpoints() (returned, not written)"),
     "run_manifest": (RunManifest, "selfalign run <output>/<name>/manifest.json"),
     "judgment": (Judgment, "selfalign judge judgments.jsonl"),
     "truthfulqa_judgment": (TruthfulQAJudgment, "selfalign judge truthfulqa judgments.jsonl"),
