@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.common.errors import UserError
-from harness.common.jsonl import read_manifest_file, write_json_atomic
+from harness.common.jsonl import manifest_kind, read_manifest_file, write_json_atomic
 from harness.common.provenance import config_hash, run_provenance, to_jsonable
 from harness.common.records import SCHEMA_VERSION, PipelineManifest, StageManifest
 
@@ -64,14 +64,11 @@ def now_iso() -> str:
 def read_typed_manifest(directory: Path) -> StageManifest | PipelineManifest | None:
     """The manifest of a stage directory or a pipeline output, typed (None when there is none)."""
     path = directory / MANIFEST
-    if not path.is_file():
+    # Written atomically, so only a foreign file can be unreadable or of no known kind: the
+    # runner then treats the directory as holding no stage (and moves it aside).
+    if not path.is_file() or manifest_kind(path) is None:
         return None
-    try:
-        manifest = read_manifest_file(path)
-    except UserError as exc:
-        if "not valid JSON" in str(exc):
-            return None  # written atomically, so only a foreign file can be unreadable
-        raise
+    manifest = read_manifest_file(path)
     if not isinstance(manifest, (StageManifest, PipelineManifest)):
         raise UserError(f"{path}: a {manifest.kind} manifest where a pipeline's was expected; point --output at a pipeline output")
     return manifest

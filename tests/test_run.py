@@ -17,6 +17,7 @@ import pytest
 
 from harness.common.errors import UserError
 from orchestration.run import RUN_KEY_FILE, RunConfig, load_run_config, run
+from tests.schema_check import validate_file
 from tests.servers import chat_reply, scripted_servers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,6 +130,12 @@ def test_run_evaluates_every_checkpoint_judges_and_reports_then_reuses(tmp_path,
     rows = (run_dir / "report" / "report.csv").read_text()
     assert "vicuna80," in rows and f"{systems[2]['label']} vs chatgpt" in rows
     assert set(manifest["timings_s"]) == {"pipeline", "eval", "judge", "report", "total"}
+    # what the run wrote validates against the exported schemas, as a user's tool reads it
+    validate_file(run_dir / "manifest.json", "run_manifest")
+    for stage_dir in ("03_engrave", "04_verbose_clone"):
+        validate_file(run_dir / "pipeline" / stage_dir / "manifest.json", "stage_manifest")
+    for rel in systems[2]["judge_dirs"].values():
+        assert validate_file(run_dir / rel / "judgments.jsonl", "judgment") == 2 * 2  # questions x orders
 
     # rerun: nothing is evaluated or judged again, the judge is not even contacted
     again = run(cfg, Console(file=open(os.devnull, "w")), pipeline_runner=fake)

@@ -135,9 +135,15 @@ class Stage(Protocol):
         ...
 
 
-def read_upstream(path: Path, model: type[R], what: str, fix: str, *, kept_only: bool = True) -> list[R]:
-    """The (kept) records of an upstream stage's JSONL, typed, failing with one line when there are none."""
-    records = [r for r in iter_typed(path, model) if not kept_only or getattr(r, "kept", True)]
+def read_upstream(
+    path: Path, model: type[R], what: str, fix: str, *, kept_only: bool = True, project: Callable[[R], Any] | None = None,
+) -> list[Any]:
+    """The (kept) records of an upstream stage's JSONL, typed, failing with one line when there
+    are none. ``project`` maps each record as it is read (stage-2 records hold raw outputs that
+    a reader of 360k records should not keep)."""
+    records = [
+        r if project is None else project(r) for r in iter_typed(path, model) if not kept_only or getattr(r, "kept", True)
+    ]
     if not records:
         raise UserError(f"{path}: no {what}; {fix}")
     return records

@@ -95,12 +95,11 @@ class EngraveStage:
 
     def run(self, ctx: StageContext) -> StageResult | None:
         s3 = ctx.cfg.stage3
-        kept = read_upstream(
+        pairs = read_upstream(
             ctx.upstream_path("self_align", "records"), AnswerRecord, "kept self-aligned answers",
             "stage 2 kept none (see its manifest.json drop reasons); answer more prompts (stage2.max_prompts, stage 1 counts)",
+            project=lambda r: {"id": r.id, "instruction": r.instruction, "input": r.input, "output": r.answer, "source": "self_align"},
         )
-        pairs = [{"id": r.id, "instruction": r.instruction, "input": r.input, "output": r.answer, "source": "self_align"} for r in kept]
-        del kept
         if s3.max_examples is not None:
             pairs = pairs[: s3.max_examples]
         n_aligned = len(pairs)

@@ -186,5 +186,7 @@ def read_answered_prompts(ctx: StageContext) -> list[dict[str, Any]]:
     """Every prompt stage 2 answered, kept or dropped (the prompt fields only: the records also
     hold every raw output)."""
     path = ctx.upstream_path("self_align", "records")
-    records = read_upstream(path, AnswerRecord, "stage-2 records", "rerun stage 2", kept_only=False)
-    return [{"id": r.id, "instruction": r.instruction, "input": r.input, "origin": r.origin} for r in records]
+    return read_upstream(
+        path, AnswerRecord, "stage-2 records", "rerun stage 2", kept_only=False,
+        project=lambda r: {"id": r.id, "instruction": r.instruction, "input": r.input, "origin": r.origin},
+    )
