@@ -134,3 +134,21 @@ def test_ls_schemas_lists_and_writes_one_schema_per_record(tmp_path, capsys):
     assert train["properties"]["source"]["enum"] == ["self_align", "identity", "verbose_clone"]
     assert main(["ls", "tasks", "--output", str(tmp_path / "x")]) == 2
     assert "--output writes files for `schemas` only" in capsys.readouterr().err
+
+
+def test_report_collects_a_run_by_its_manifest_kind_old_manifests_included(tmp_path):
+    from reports.collect import collect
+
+    system = {"model_id": "m", "label": "base (m)", "role": "checkpoint", "backend": "hf", "model_args": "pretrained=m"}
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"name": "old", "config": {}, "systems": [system]}))  # before kinds
+    collection = collect([old])
+    assert [(s.model_id, s.label) for s in collection.systems] == [("m", "base (m)")]
+    assert collection.run_manifests[0].kind == "run"
+    # a pipeline output's manifest.json is not a run's: the directory is searched as an eval output
+    pipe = tmp_path / "pipe"
+    pipe.mkdir()
+    (pipe / "manifest.json").write_text(json.dumps({"kind": "pipeline", "config_hash": "h", "stages": {}, "systems": []}))
+    with pytest.raises(UserError, match="no results.json, summary.json or manifest.json here"):
+        collect([pipe])

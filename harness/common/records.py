@@ -162,7 +162,7 @@ class Checkpoint(Record):
         return args
 
 
-class EvalUnitRecord(Record):
+class EvalUnitRecord(OpenRecord):
     """One (model, task) evaluation of a ``selfalign run``."""
 
     model_id: str
@@ -186,7 +186,7 @@ class JudgeUnitRecord(OpenRecord):
     n_failed: int | None = None
 
 
-class SystemEntry(Record):
+class SystemEntry(OpenRecord):
     """A system a ``selfalign run`` evaluated, with the directories of its results."""
 
     model_id: str
