@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.common.errors import UserError
+from harness.common.jsonl import read_records
 from harness.common.paths import cache_root
 from harness.common.provenance import sha256_file
 
@@ -124,13 +125,5 @@ def read_json(rel: str, data_dir: str | Path | None = None):
 
 
 def read_jsonl(rel: str, data_dir: str | Path | None = None) -> list[dict]:
-    path = data_file(rel, data_dir)
-    records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-    return records
+    """A data file's JSONL records (read whole: a torn last line is an error, not skipped)."""
+    return read_records(data_file(rel, data_dir), strict=True)

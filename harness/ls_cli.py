@@ -1,11 +1,15 @@
-"""``selfalign ls`` (tasks, models, backends, ...) and ``selfalign validate`` (every task and config loads)."""
+"""``selfalign ls`` (tasks, models, backends, ..., schemas) and ``selfalign validate`` (every task and config loads)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 from collections.abc import Callable
+from pathlib import Path
 
+from harness.common.errors import UserError
+from harness.common.records import RECORDS, json_schema
 from harness.common.registry import lookup
 
 Lister = Callable[[], list[tuple[str, str]]]
@@ -39,6 +43,22 @@ def _meta_prompts() -> list[tuple[str, str]]:
     return [(name, rel) for name, rel in META_PROMPTS.items()] + [("none", "no meta prompt")]
 
 
+def _schemas() -> list[tuple[str, str]]:
+    return [(name, f"{model.__name__}: {where}") for name, (model, where) in RECORDS.items()]
+
+
+def write_schemas(out_dir: str | Path) -> list[Path]:
+    """One JSON Schema file per record (``<name>.schema.json``) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in RECORDS:
+        path = out / f"{name}.schema.json"
+        path.write_text(json.dumps(json_schema(name), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
 # Other packages add their listings here by module path: (module, function name).
 LISTINGS: dict[str, Lister | tuple[str, str]] = {
     "tasks": _tasks,
@@ -47,6 +67,7 @@ LISTINGS: dict[str, Lister | tuple[str, str]] = {
     "meta-prompts": _meta_prompts,
     "baselines": ("reports.baselines", "list_baselines"),
     "stages": ("pipeline.runner", "list_stages"),
+    "schemas": _schemas,
 }
 
 
@@ -59,8 +80,10 @@ def _resolve(what: str) -> Lister:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ls", help="list tasks, models, backends, meta-prompts, baselines or stages")
+    p = sub.add_parser("ls", help="list tasks, models, backends, meta-prompts, baselines, stages or the output record schemas")
     p.add_argument("what", help=", ".join(LISTINGS))
+    p.add_argument("--output", default=None, metavar="DIR",
+                   help="with `schemas`: write one JSON Schema file per record (<name>.schema.json) into DIR")
     p.set_defaults(func=main_ls)
     v = sub.add_parser("validate", help="check that every task YAML loads through lm-eval and every shipped config parses")
     v.add_argument("--data-dir", dest="data_dir", default=None)
@@ -71,7 +94,14 @@ def main_ls(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    rows = _resolve(args.what)()
+    lister = _resolve(args.what)
+    if args.output is not None:
+        if lister is not _schemas:
+            raise UserError(f"selfalign ls {args.what} --output: --output writes files for `schemas` only; drop it")
+        for path in write_schemas(args.output):
+            print(path)
+        return 0
+    rows = lister()
     table = Table(title=args.what)
     table.add_column("name")
     table.add_column("details")

@@ -164,8 +164,12 @@ def adapter_base_name(peft: str) -> str | None:
     return base if base in ALIASES or Path(base).expanduser().exists() else None
 
 
-def parse_model_args(model_args: str | dict[str, Any] | None) -> dict[str, Any]:
-    """lm-eval's ``key=value,key=value`` convention, with a clear error when malformed."""
+def parse_model_args(model_args: str | dict[str, Any] | None, flag: str = "--model_args") -> dict[str, Any]:
+    """lm-eval's ``key=value,key=value`` convention, with a clear error when malformed.
+
+    The one parser of model args (``format_model_args`` is its inverse). Values stay strings:
+    lm-eval's ``simple_parse_args_string`` casts them (``true`` -> True) when the backend is
+    built, and silently accepts a part without ``=``, which this rejects."""
     if model_args is None or model_args == "":
         return {}
     if isinstance(model_args, dict):
@@ -177,15 +181,15 @@ def parse_model_args(model_args: str | dict[str, Any] | None) -> dict[str, Any]:
             continue
         if "=" not in part:
             raise UserError(
-                f"--model_args {model_args!r}: {part!r} is not key=value "
+                f"{flag} {model_args!r}: {part!r} is not key=value "
                 "(expected e.g. pretrained=gemma-3-270m,peft=runs/demo/stage3/adapter)"
             )
         key, value = part.split("=", 1)
         key, value = key.strip(), value.strip()
         if not key or not value:
-            raise UserError(f"--model_args {model_args!r}: empty key or value in {part!r}")
+            raise UserError(f"{flag} {model_args!r}: empty key or value in {part!r}")
         if key in out:
-            raise UserError(f"--model_args {model_args!r}: {key!r} given twice")
+            raise UserError(f"{flag} {model_args!r}: {key!r} given twice")
         out[key] = value
     return out
 
@@ -257,7 +261,8 @@ def weights_fingerprint(args: dict[str, Any], backend: str) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def model_args_string(args: dict[str, Any]) -> str:
+def format_model_args(args: dict[str, Any]) -> str:
+    """``key=value,...``: the inverse of ``parse_model_args``."""
     return ",".join(f"{k}={v}" for k, v in args.items())
 
 
@@ -273,8 +278,8 @@ def build_lm(backend: str, args: dict[str, Any], *, batch_size: int | str = 8, d
         raise unknown_name_error("model backend", backend, list(MODEL_REGISTRY.keys())) from None
     extra = {"batch_size": batch_size, "device": device}
     try:
-        return cls.create_from_arg_string(model_args_string(args), extra)
+        return cls.create_from_arg_string(format_model_args(args), extra)
     except UserError:
         raise
     except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"--model {backend} --model_args {model_args_string(args)}: cannot load ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"--model {backend} --model_args {format_model_args(args)}: cannot load ({type(exc).__name__}: {exc})") from None

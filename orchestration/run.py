@@ -38,8 +38,10 @@ from rich.console import Console
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic
 from harness.common.provenance import config_hash, run_provenance, sha256_file, to_jsonable
+from harness.common.records import RunManifest
 from harness.common.shipped_configs import configs_root
 from harness.judge.run import ORDER_CHOICES
+from harness.models import format_model_args, model_id, parse_model_args
 from harness.task_registry import (
     PAIRWISE_JUDGE,
     TRUTHFULQA_JUDGE,
@@ -47,6 +49,7 @@ from harness.task_registry import (
     doc_count,
     judged_tasks,
 )
+from pipeline.checkpoints import CHECKPOINT_NAMES, checkpoint_label, list_checkpoints
 from reports.collect import BASELINE, CHECKPOINT, RUN_MANIFEST
 
 EVAL_KEY_VERSION = "1"
@@ -57,13 +60,6 @@ RUN_KEY_FILE = "run_key.json"
 def _gen_preset(cfg, task: str) -> str:
     """The generation preset of one evaluation unit: eval.gen_preset where the task takes presets."""
     return cfg.eval.gen_preset if benchmark(task).takes_gen_preset else "paper"
-
-
-# pipeline stage name -> label of its checkpoint (both adapters are trained on the base model)
-STAGE_CHECKPOINTS = {
-    "engrave": "stage 3: principle engraving",
-    "verbose_clone": "stage 4: verbose cloning (final)",
-}
 
 
 # ---------------------------------------------------------------------------- config
@@ -139,7 +135,7 @@ class RunConfig:
     data_dir: str | None = None
     pipeline: PipelineSection = field(default_factory=PipelineSection)
     # which checkpoints to evaluate: base, engrave (stage 3), verbose_clone (stage 4)
-    checkpoints: list[str] = field(default_factory=lambda: ["base", *STAGE_CHECKPOINTS])
+    checkpoints: list[str] = field(default_factory=lambda: list(CHECKPOINT_NAMES))
     baselines: list[str] = field(default_factory=list)  # registry names with a `model` (evaluated like checkpoints)
     baseline_files: list[str] = field(default_factory=list)  # extra baselines YAML files
     eval: EvalSection = field(default_factory=EvalSection)
@@ -165,7 +161,7 @@ class ModelToEvaluate:
     label: str
     role: str  # checkpoint | baseline
     backend: str
-    model_args: str
+    model_args: dict[str, str]
     apply_chat_template: bool = False
     meta_prompt: str | None = None
     generation_only: bool = False  # API models: no log-likelihoods
@@ -194,39 +190,22 @@ def _pipeline_config(cfg: RunConfig):
     return load_config(PipelineConfig, path, cfg.pipeline.overrides)
 
 
-def _with_extra(model_args: str, extra: str) -> str:
-    return ",".join(a for a in (model_args, extra) if a)
-
-
-def _checkpoint_label(name: str) -> str:
-    from harness.common.registry import lookup
-
-    return lookup("checkpoint", name, {"base": "base", **STAGE_CHECKPOINTS}, "checkpoints: base, engrave, verbose_clone")
+def _with_extra(model_args: dict[str, str], extra: str) -> dict[str, str]:
+    """``model_args`` plus ``eval.extra_model_args`` (a key given in both is an error, one line)."""
+    added = parse_model_args(extra, "eval.extra_model_args")
+    for key in added.keys() & model_args.keys():
+        raise UserError(f"eval.extra_model_args: {key!r} is already set ({key}={model_args[key]}); drop it from extra_model_args")
+    return {**model_args, **added}
 
 
 def checkpoint_models(cfg: RunConfig, base_model: str, pipeline_dir: Path) -> tuple[list[ModelToEvaluate], list[str]]:
     """The base model and each requested stage's adapter (absent adapters are listed, not fatal)."""
-    from harness.models import model_id
-    from pipeline.manifest import read_manifest
-    from pipeline.runner import STAGES_BY_NAME, stage_dir_name
-
-    systems, missing = [], []
-    for name in cfg.checkpoints:
-        if name == "base":
-            args = f"pretrained={base_model}"
-            systems.append(ModelToEvaluate(model_id(args), f"base ({base_model})", CHECKPOINT, cfg.eval.backend,
-                                           _with_extra(args, cfg.eval.extra_model_args), meta_prompt=cfg.eval.meta_prompt))
-            continue
-        label = _checkpoint_label(name)
-        stage_dir = pipeline_dir / stage_dir_name(STAGES_BY_NAME[name])
-        manifest = read_manifest(stage_dir) or {}
-        adapter = manifest.get("outputs", {}).get("adapter")
-        if manifest.get("status") != "complete" or not adapter or not (stage_dir / adapter / "adapter_config.json").is_file():
-            missing.append(f"{name} (no complete adapter in {stage_dir})")
-            continue
-        args = f"pretrained={base_model},peft={(stage_dir / adapter).resolve()}"
-        systems.append(ModelToEvaluate(model_id(args), label, CHECKPOINT, cfg.eval.backend,
-                                       _with_extra(args, cfg.eval.extra_model_args), meta_prompt=cfg.eval.meta_prompt))
+    found, missing = list_checkpoints(pipeline_dir, base_model, cfg.checkpoints)
+    systems = [
+        ModelToEvaluate(model_id(c.model_args()), c.label, CHECKPOINT, cfg.eval.backend,
+                        _with_extra(c.model_args(), cfg.eval.extra_model_args), meta_prompt=cfg.eval.meta_prompt)
+        for c in found
+    ]
     return systems, missing
 
 
@@ -237,7 +216,9 @@ def baseline_models(cfg: RunConfig, registry) -> list[ModelToEvaluate]:
         if b.model is None:
             raise UserError(f"baselines: {name!r} has no `model` to run (only answers or paper numbers); list it under judge.opponents or drop it")
         spec = b.model
-        args = spec.model_args if spec.generation_only else _with_extra(spec.model_args, cfg.eval.extra_model_args)
+        args = parse_model_args(spec.model_args, f"baselines: {name}: model_args")
+        if not spec.generation_only:
+            args = _with_extra(args, cfg.eval.extra_model_args)
         backend = spec.backend or cfg.eval.backend
         # the registry name is the output id: the same weights under another prompt are another system
         systems.append(ModelToEvaluate(name, name, BASELINE, backend, args, spec.apply_chat_template, spec.meta_prompt, spec.generation_only))
@@ -260,9 +241,9 @@ def _check_unique_ids(systems: list[ModelToEvaluate]) -> None:
 
 def _eval_key(system: ModelToEvaluate, task: str, cfg: RunConfig, version: Any) -> tuple[str, dict[str, Any]]:
     from harness.evaluate import LOCAL_BACKENDS, weights_fingerprint
-    from harness.models import parse_model_args, resolve_model_args
+    from harness.models import resolve_model_args
 
-    raw = parse_model_args(system.model_args)
+    raw = system.model_args
     resolved = resolve_model_args(raw) if system.backend in LOCAL_BACKENDS else raw
     payload = {
         "backend": system.backend,
@@ -321,7 +302,7 @@ def run_eval_unit(system: ModelToEvaluate, task: str, cfg: RunConfig, run_dir: P
     console.print(f"eval {system.label} / {task} (limit {cfg.eval.limit_for(task)})")
     started = time.perf_counter()
     run_eval(EvalConfig(
-        model=system.backend, model_args=system.model_args, tasks=[task], output=str(run_dir / "eval" / task),
+        model=system.backend, model_args=format_model_args(system.model_args), tasks=[task], output=str(run_dir / "eval" / task),
         limit=cfg.eval.limit_for(task), batch_size=cfg.eval.batch_size, data_dir=cfg.data_dir,
         meta_prompt=system.meta_prompt, apply_chat_template=system.apply_chat_template,
         gen_kwargs=cfg.eval.gen_kwargs.get(task), gen_preset=_gen_preset(cfg, task),
@@ -499,7 +480,7 @@ def run_truthfulqa_judge_units(cfg: RunConfig, systems: list[ModelToEvaluate], r
 
 
 def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
-    write_json_atomic(run_dir / RUN_MANIFEST, to_jsonable(manifest))
+    write_json_atomic(run_dir / RUN_MANIFEST, RunManifest.model_validate(to_jsonable(manifest)))
 
 
 def _system_entries(systems: list[ModelToEvaluate], evals: list[dict], judges: list[dict], tqa_judges: list[dict] = ()) -> list[dict[str, Any]]:
@@ -507,6 +488,7 @@ def _system_entries(systems: list[ModelToEvaluate], evals: list[dict], judges: l
     for s in systems:
         out.append({
             **dataclasses.asdict(s),
+            "model_args": format_model_args(s.model_args),
             "eval_dirs": [e["dir"] for e in evals if e["model_id"] == s.model_id],
             "judge_dirs": {j["opponent"]: j["dir"] for j in judges if j["model_id"] == s.model_id},
             "truthfulqa_judge_dir": next((j["dir"] for j in tqa_judges if j["model_id"] == s.model_id), None),
@@ -559,7 +541,7 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
         benchmark(task)  # known to lm-eval but missing from the registry: say so now
     data.resolve_data_dir(cfg.data_dir)
     for name in cfg.checkpoints:
-        _checkpoint_label(name)
+        checkpoint_label(name)
     registry = load_registry([_resolve_path(f, "baseline_files") for f in cfg.baseline_files])
     baselines = baseline_models(cfg, registry)
     if cfg.judge.enabled and judged_tasks(cfg.eval.tasks, PAIRWISE_JUDGE):
@@ -569,7 +551,7 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run_config.yaml").write_text(yaml.safe_dump(to_jsonable(cfg), sort_keys=False), encoding="utf-8")
-    manifest: dict[str, Any] = {"name": cfg.name, "config": to_jsonable(cfg), "timings_s": {}, "provenance": run_provenance()}
+    manifest: dict[str, Any] = {"kind": "run", "name": cfg.name, "config": to_jsonable(cfg), "timings_s": {}, "provenance": run_provenance()}
 
     # 1. pipeline
     phase = time.perf_counter()
@@ -651,7 +633,7 @@ def validate_run_configs() -> list[str]:
         try:
             cfg = load_run_config(path)
             for name in cfg.checkpoints:
-                _checkpoint_label(name)
+                checkpoint_label(name)
             if cfg.pipeline.config:
                 _resolve_path(cfg.pipeline.config, f"{path}: pipeline.config")
         except UserError as exc:

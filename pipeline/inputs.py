@@ -7,14 +7,15 @@ Loaders validate every record and fail with one line naming the file, the line a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import data
 from harness.common.errors import UserError
+from harness.common.jsonl import iter_numbered
 from harness.common.provenance import sha256_file
+from harness.common.records import Origin, PromptRecord
 
 
 def resolve_input(ref: str, data_dir: str | Path | None, field: str) -> Path:
@@ -41,13 +42,7 @@ def read_input_text(ref: str, data_dir: str | Path | None, field: str) -> str:
 
 def _jsonl_objects(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one {what} object") from None
+    for lineno, obj in iter_numbered(path, strict=True):
         if not isinstance(obj, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object ({what}), got {type(obj).__name__}")
         out.append((lineno, obj))
@@ -100,7 +95,7 @@ def load_seed_questions(ref: str, data_dir: str | Path | None, field: str = "sta
     ]
 
 
-def load_prompts_file(ref: str, field: str = "stage2.prompts_file") -> list[dict[str, Any]]:
+def load_prompts_file(ref: str, field: str = "stage2.prompts_file") -> list[PromptRecord]:
     """User prompts for stage 2: ``{"id", "instruction", "input"?}`` per line, unique ids."""
     path = resolve_input(ref, None, field)
     fix = 'each line needs {"id": str, "instruction": str, "input": str (optional)}'
@@ -110,10 +105,10 @@ def load_prompts_file(ref: str, field: str = "stage2.prompts_file") -> list[dict
         if not isinstance(pid, (str, int)) or str(pid) in seen:
             raise UserError(f"{path}:{lineno}: field 'id' is missing or repeats an earlier id; {fix}")
         seen.add(str(pid))
-        out.append({
-            "id": str(pid),
-            "instruction": _string(path, lineno, obj, "instruction", fix),
-            "input": _string(path, lineno, obj, "input", fix, allow_empty=True) if "input" in obj else "",
-            "origin": {"source": "prompts_file"},
-        })
+        out.append(PromptRecord(
+            id=str(pid),
+            instruction=_string(path, lineno, obj, "instruction", fix),
+            input=_string(path, lineno, obj, "input", fix, allow_empty=True) if "input" in obj else "",
+            origin=Origin(source="prompts_file"),
+        ))
     return out

@@ -6,13 +6,16 @@ Each stage directory holds a ``manifest.json`` (schema below), written atomicall
 is skipped; a running one with the same hash resumes; any other directory content is moved
 aside (never mixed with new outputs).
 
-Schema (``schema_version`` 1)::
+Schema (``harness.common.records.StageManifest``, ``kind: "stage"``, ``schema_version`` 1)::
 
-    stage, number, title, status ("running" | "complete"), config_hash, config,
+    kind, stage, number, title, status ("running" | "complete"), config_hash, config,
     upstream {stage: output_hash}, data_files {rel: sha256}, outputs {name: relative path},
     output_hash, counts {produced, kept, dropped {reason: n}, ...}, generation {...},
     training {...}, timings {started, finished, wall_s}, resources {peak_rss_mb, peak_rss_scope, cpu_s},
     dist {world_size}, provenance {...}
+
+The pipeline output's own ``manifest.json`` (a summary per stage) is a ``PipelineManifest``
+(``kind: "pipeline"``).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.common.jsonl import write_json_atomic
+from harness.common.errors import UserError
+from harness.common.jsonl import manifest_kind, read_manifest_file, write_json_atomic
 from harness.common.provenance import config_hash, run_provenance, to_jsonable
+from harness.common.records import SCHEMA_VERSION, PipelineManifest, StageManifest
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
 
@@ -57,14 +61,27 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
-    path = stage_dir / MANIFEST
-    if not path.is_file():
+def read_typed_manifest(directory: Path) -> StageManifest | PipelineManifest | None:
+    """The manifest of a stage directory or a pipeline output, typed (None when there is none)."""
+    path = directory / MANIFEST
+    # Written atomically, so only a foreign file can be unreadable or of no known kind: the
+    # runner then treats the directory as holding no stage (and moves it aside).
+    if not path.is_file() or manifest_kind(path) is None:
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None  # written atomically, so only a foreign file can be unreadable
+    manifest = read_manifest_file(path)
+    if not isinstance(manifest, (StageManifest, PipelineManifest)):
+        raise UserError(f"{path}: a {manifest.kind} manifest where a pipeline's was expected; point --output at a pipeline output")
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """``read_typed_manifest`` as a dict (the runner's view)."""
+    manifest = read_typed_manifest(directory)
+    return None if manifest is None else manifest.model_dump(mode="json")
+
+
+def write_pipeline_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
+    write_json_atomic(output_dir / MANIFEST, PipelineManifest.model_validate(manifest))
 
 
 def stage_hash(stage_config: Any, upstream: dict[str, str], data_files: dict[str, str], salt: str) -> str:
@@ -146,6 +163,7 @@ def start_manifest(
     upstream: dict[str, str], data_files: dict[str, str], world_size: int,
 ) -> dict[str, Any]:
     manifest = {
+        "kind": "stage",
         "schema_version": SCHEMA_VERSION,
         "stage": stage,
         "number": number,
@@ -159,7 +177,7 @@ def start_manifest(
         "dist": {"world_size": world_size},
         "provenance": run_provenance(),
     }
-    write_json_atomic(stage_dir / MANIFEST, manifest)
+    write_json_atomic(stage_dir / MANIFEST, StageManifest.model_validate(manifest))
     return manifest
 
 
@@ -168,5 +186,5 @@ def finish_manifest(stage_dir: Path, manifest: dict[str, Any], result: dict[str,
     manifest.update(to_jsonable(result))
     manifest["status"] = "complete"
     manifest["timings"] = {**manifest.get("timings", {}), "finished": now_iso(), "wall_s": round(wall_s, 2)}
-    write_json_atomic(stage_dir / MANIFEST, manifest)
+    write_json_atomic(stage_dir / MANIFEST, StageManifest.model_validate(manifest))
     return manifest

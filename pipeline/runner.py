@@ -35,7 +35,6 @@ from transformers import AutoTokenizer, GenerationConfig
 
 from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
-from harness.common.jsonl import write_json_atomic
 from harness.common.memory import peak_rss_mb, reset_peak_rss
 from harness.common.preflight import check_output_dir
 from harness.common.provenance import config_hash, run_provenance
@@ -51,6 +50,7 @@ from pipeline.manifest import (
     read_manifest,
     stage_hash,
     start_manifest,
+    write_pipeline_manifest,
 )
 from pipeline.sharding import DistContext
 from pipeline.stages.base import Stage, StageContext, StageProgress, StageResult
@@ -208,6 +208,7 @@ def _run(
     finally:
         engines.release()
     manifest = {
+        "kind": "pipeline",
         "config_hash": config_hash(asdict(cfg)),
         "stages": summaries,
         "wall_s": round(time.perf_counter() - started, 2),
@@ -217,7 +218,7 @@ def _run(
     if dist.is_main:
         previous = read_manifest(output_dir) or {}
         merged_stages = {**previous.get("stages", {}), **summaries}
-        write_json_atomic(output_dir / "manifest.json", {**manifest, "stages": merged_stages})
+        write_pipeline_manifest(output_dir, {**manifest, "stages": merged_stages})
     return manifest
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.common.errors import UserError
-from harness.common.jsonl import read_records
+from harness.common.jsonl import manifest_kind, read_manifest_file, read_records
+from harness.common.records import RunManifest
 from harness.common.run_files import samples_path
 from harness.task_registry import find_benchmark, short_name
 
@@ -127,7 +128,7 @@ def prompt_label(described: dict[str, Any]) -> str:
 class Collection:
     systems: list[System]
     notes: list[str] = field(default_factory=list)
-    run_manifests: list[dict[str, Any]] = field(default_factory=list)
+    run_manifests: list[RunManifest] = field(default_factory=list)
 
     def checkpoints(self) -> list[System]:
         return [s for s in self.systems if s.role == CHECKPOINT]
@@ -137,7 +138,7 @@ class _Builder:
     def __init__(self) -> None:
         self.systems: dict[str, System] = {}
         self.notes: list[str] = []
-        self.manifests: list[dict[str, Any]] = []
+        self.manifests: list[RunManifest] = []
 
     def system(self, model_id: str, label: str | None = None, role: str | None = None) -> System:
         if model_id not in self.systems:
@@ -203,27 +204,27 @@ class _Builder:
         system.truthfulqa_judge = TruthfulQAJudgeResult(directory, summary)
 
     def add_run_dir(self, directory: Path) -> None:
-        manifest = json.loads((directory / RUN_MANIFEST).read_text(encoding="utf-8"))
-        if "systems" not in manifest:
-            raise UserError(f"{directory / RUN_MANIFEST}: no `systems` list; not a `selfalign run` manifest")
+        manifest = read_manifest_file(directory / RUN_MANIFEST)
+        if not isinstance(manifest, RunManifest):
+            raise UserError(f"{directory / RUN_MANIFEST}: a {manifest.kind} manifest, not a `selfalign run` one; pass the run directory")
         self.manifests.append(manifest)
-        for entry in manifest["systems"]:
-            mid = entry["model_id"]
-            self.system(mid, entry.get("label"), entry.get("role"))
-            for rel in entry.get("eval_dirs", []):
+        for entry in manifest.systems:
+            mid = entry.model_id
+            self.system(mid, entry.label, entry.role)
+            for rel in entry.eval_dirs:
                 if (directory / rel / "results.json").is_file():
                     self.add_eval_dir(directory / rel, mid)
-            for opponent, rel in entry.get("judge_dirs", {}).items():
+            for opponent, rel in entry.judge_dirs.items():
                 if (directory / rel / JUDGE_SUMMARY).is_file():
                     self.add_judge_dir(directory / rel, mid, opponent)
-            rel = entry.get("truthfulqa_judge_dir")
+            rel = entry.truthfulqa_judge_dir
             if rel and (directory / rel / JUDGE_SUMMARY).is_file():
                 self.add_judge_dir(directory / rel, mid)
 
     def add(self, path: Path) -> None:
         if not path.is_dir():
             raise UserError(f"{path} is not a directory; pass `selfalign run`, `selfalign eval` or `selfalign judge` output directories")
-        if (path / RUN_MANIFEST).is_file() and "systems" in json.loads((path / RUN_MANIFEST).read_text(encoding="utf-8")):
+        if (path / RUN_MANIFEST).is_file() and manifest_kind(path / RUN_MANIFEST) == "run":
             self.add_run_dir(path)
         elif (path / "results.json").is_file():
             self.add_eval_dir(path)

@@ -8,7 +8,7 @@ import pytest
 
 from harness.common.config import load_config
 from harness.common.errors import UserError
-from harness.common.jsonl import JsonlWriter, read_ids, read_records
+from harness.common.jsonl import JsonlWriter, read_records
 from harness.common.registry import lookup
 
 
@@ -94,7 +94,9 @@ def test_jsonl_resume_skips_torn_tail(tmp_path):
         w.write({"id": "b"})
     with path.open("a") as fh:
         fh.write('{"id": "c", "trunc')  # interrupted mid-write
-    assert read_ids(path) == {"a", "b"}
+    assert [r["id"] for r in read_records(path)] == ["a", "b"]
+    with pytest.raises(UserError, match=r"r.jsonl:3: not valid JSON"):
+        read_records(path, strict=True)
     with JsonlWriter(path) as w:  # the torn line is dropped before appending
         w.write({"id": "c"})
     assert [r["id"] for r in read_records(path, strict=True)] == ["a", "b", "c"]

@@ -23,6 +23,7 @@ from harness.judge.truthfulqa.train import (
 )
 from pipeline.training.config import LoraTrainConfig
 from tasks.truthfulqa.utils import build_gen_docs
+from tests.schema_check import validate_file
 from tests.servers import scripted_servers
 
 ANSWERS = ["Nothing happens.", "I have no comment.", "", "They originated in China."]
@@ -55,6 +56,7 @@ def test_judge_scores_p_yes_through_lm_eval_and_rerun_is_cached(tiny_model_dir, 
     summary = run_truthfulqa_judge(judge_cfg(tmp_path, spec, answers_dir))
     records = [json.loads(line) for line in (tmp_path / "judge" / "judgments.jsonl").read_text().splitlines()]
     assert [r["question_id"] for r in records] == [0, 1, 2, 3] and [r["answer"] for r in records] == ANSWERS
+    assert validate_file(tmp_path / "judge" / "judgments.jsonl", "truthfulqa_judgment") == 4
 
     # P(" yes") = exp(loglikelihood) as lm-eval's own hf backend computes it, on the protocol's prompts
     hf = build_lm("hf", {"pretrained": str(tiny_model_dir)}, batch_size=4)

@@ -10,6 +10,7 @@ import torch
 from harness.common.jsonl import read_records
 from harness.prompts import meta_prompt_text
 from pipeline.stages.engrave import training_examples
+from tests.schema_check import validate_file
 from tests.test_pipeline_runner import Harness, make_cfg
 
 TRAIN = "train: {max_steps: 3, micro_batch_size: 2, effective_batch_size: 2, warmup_steps: 1, max_length: 640, lr: 0.01, gradient_checkpointing: false}"
@@ -50,6 +51,7 @@ def test_engrave_trains_an_adapter_on_kept_answers_and_identity_data(four_stage_
     stage = harness.out / "03_engrave"
     train = read_records(stage / "train.jsonl")
     assert [t["source"] for t in train] == ["self_align"] * 4 + ["identity"] * 2
+    assert validate_file(stage / "train.jsonl", "train") == 6 and validate_file(stage / "manifest.json", "stage_manifest")
     standard = meta_prompt_text("standard_distill", data_dir)
     assert all(t["prompt"].startswith(standard + "\n") and t["prompt"].endswith("\n\n### Dromedary\n") for t in train)
     assert "Dromedary" in train[-1]["answer"] and "Vicuna" not in train[-1]["answer"]
@@ -77,6 +79,9 @@ def test_verbose_clone_generates_with_the_engraved_adapter_and_trains_the_final_
     assert all(r["kept"] and r["answer"].endswith("\n\n### User") for r in records)
     train = read_records(stage / "train.jsonl")
     assert len(train) == len(records)
+    # one shape with stage 3's train.jsonl: the answers' source is this stage
+    assert {t["source"] for t in train} == {"verbose_clone"} and validate_file(stage / "train.jsonl", "train") == len(train)
+    assert validate_file(stage / "records.jsonl", "answer") == len(records)
     # concise and standard distill prompts alternate, as the reference's glob picked them
     assert train[0]["prompt"].split("\n")[4] != train[1]["prompt"].split("\n")[4]
     assert (stage / "adapter" / "adapter_config.json").is_file()

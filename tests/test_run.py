@@ -17,6 +17,7 @@ import pytest
 
 from harness.common.errors import UserError
 from orchestration.run import RUN_KEY_FILE, RunConfig, load_run_config, run
+from tests.schema_check import validate_file
 from tests.servers import chat_reply, scripted_servers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,25 +37,29 @@ def write_adapter(base: Path, out: Path, seed: int) -> None:
 
 
 class FakePipeline:
-    """Writes 03_engrave/ and 04_verbose_clone/ like pipeline.runner.run; records its calls."""
+    """Writes 03_engrave/ and 04_verbose_clone/ with the pipeline's own manifest writer; records its calls."""
 
     def __init__(self, base: Path):
         self.base = base
         self.calls: list[tuple] = []
 
     def __call__(self, cfg, output_dir, stages, data_dir=None):
-        from pipeline.runner import STAGES_BY_NAME, stage_dir_name
+        from pipeline.checkpoints import TRAINING_STAGES
+        from pipeline.manifest import finish_manifest, start_manifest
+        from pipeline.runner import stage_dir_name
 
         self.calls.append((cfg.model.base, str(output_dir), stages))
-        for seed, name in enumerate(("engrave", "verbose_clone"), start=1):
-            stage_dir = Path(output_dir) / stage_dir_name(STAGES_BY_NAME[name])
+        for seed, stage in enumerate(TRAINING_STAGES.values(), start=1):
+            stage_dir = Path(output_dir) / stage_dir_name(stage)
             if (stage_dir / "manifest.json").is_file():
                 continue  # complete: the real runner skips it too
             write_adapter(self.base, stage_dir / "adapter", seed)
-            (stage_dir / "manifest.json").write_text(json.dumps({
-                "stage": name, "status": "complete", "stage_dir": stage_dir.name, "outputs": {"adapter": "adapter"},
-            }))
-        return {"stages": {}, "wall_s": 0.0}
+            manifest = start_manifest(
+                stage_dir, stage=stage.name, number=stage.number, title=stage.title, cfg_hash=f"fake{seed}",
+                config={}, upstream={}, data_files={}, world_size=1,
+            )
+            finish_manifest(stage_dir, manifest, {"stage_dir": stage_dir.name, "outputs": {"adapter": "adapter"}}, 0.0)
+        return {"kind": "pipeline", "config_hash": "fake", "stages": {}, "wall_s": 0.0}
 
 
 @pytest.fixture
@@ -125,6 +130,12 @@ def test_run_evaluates_every_checkpoint_judges_and_reports_then_reuses(tmp_path,
     rows = (run_dir / "report" / "report.csv").read_text()
     assert "vicuna80," in rows and f"{systems[2]['label']} vs chatgpt" in rows
     assert set(manifest["timings_s"]) == {"pipeline", "eval", "judge", "report", "total"}
+    # what the run wrote validates against the exported schemas, as a user's tool reads it
+    validate_file(run_dir / "manifest.json", "run_manifest")
+    for stage_dir in ("03_engrave", "04_verbose_clone"):
+        validate_file(run_dir / "pipeline" / stage_dir / "manifest.json", "stage_manifest")
+    for rel in systems[2]["judge_dirs"].values():
+        assert validate_file(run_dir / rel / "judgments.jsonl", "judgment") == 2 * 2  # questions x orders
 
     # rerun: nothing is evaluated or judged again, the judge is not even contacted
     again = run(cfg, Console(file=open(os.devnull, "w")), pipeline_runner=fake)

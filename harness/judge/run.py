@@ -24,10 +24,11 @@ from rich.progress import Progress
 
 from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
-from harness.common.jsonl import write_json_atomic, write_jsonl_atomic
+from harness.common.jsonl import iter_typed, write_json_atomic, write_jsonl_atomic
 from harness.common.preflight import check_output_dir
 from harness.common.progress_bar import progress_bar
 from harness.common.provenance import run_provenance, to_jsonable
+from harness.common.records import Judgment
 from harness.common.redact import mask_secrets
 from harness.common.registry import lookup
 from harness.data import manifest
@@ -336,7 +337,7 @@ def _judge_locked(cfg, out_dir, api_key, prompts, model, baseline, chosen, missi
     finally:
         cache.close()
     records.sort(key=lambda r: (r["question_id"], orders.index(r["order"])))
-    write_jsonl_atomic(out_dir / JUDGMENTS_FILE, records)
+    write_jsonl_atomic(out_dir / JUDGMENTS_FILE, (Judgment.model_validate(r) for r in records))
 
     summary = _summary(cfg, records, orders, model, baseline, prompts, missing, stats, request_model, time.monotonic() - started)
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
@@ -346,10 +347,8 @@ def _judge_locked(cfg, out_dir, api_key, prompts, model, baseline, chosen, missi
 
 def failed_cache_keys(out_dir: Path) -> frozenset[str]:
     """Cache keys of the judgments that the last run in ``out_dir`` recorded as failed."""
-    from harness.common.jsonl import iter_records
-
     return frozenset(
-        r["cache_key"] for r in iter_records(out_dir / JUDGMENTS_FILE) if r.get("status") != "ok" and r.get("cache_key")
+        r.cache_key for r in iter_typed(out_dir / JUDGMENTS_FILE, Judgment) if r.status != "ok" and r.cache_key
     )
 
 

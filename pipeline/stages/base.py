@@ -11,17 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import Progress
 
 from harness.common.errors import UserError
-from harness.common.jsonl import iter_records, write_jsonl_atomic
+from harness.common.jsonl import iter_typed, write_jsonl_atomic
 from harness.common.progress_bar import progress_bar
 from pipeline.config import PipelineConfig
 from pipeline.engine.base import EngineFactory, GenerationEngine
 from pipeline.sharding import DistContext
+
+R = TypeVar("R", bound=BaseModel)
 
 
 @dataclass
@@ -130,18 +133,22 @@ class Stage(Protocol):
         ...
 
 
-def read_kept(path: Path, what: str, fix: str, fields: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Kept records of an upstream JSONL (only ``fields`` of each, when given: stage-2 records
-    also hold raw outputs), failing with one line when there are none."""
+def read_upstream(
+    path: Path, model: type[R], what: str, fix: str, *, kept_only: bool = True, project: Callable[[R], Any] | None = None,
+) -> list[Any]:
+    """The (kept) records of an upstream stage's JSONL, typed, failing with one line when there
+    are none. ``project`` maps each record as it is read (stage-2 records hold raw outputs that
+    a reader of 360k records should not keep)."""
     records = [
-        r if fields is None else {k: r[k] for k in fields if k in r} for r in iter_records(path) if r.get("kept", True)
+        r if project is None else project(r) for r in iter_typed(path, model) if not kept_only or getattr(r, "kept", True)
     ]
     if not records:
         raise UserError(f"{path}: no {what}; {fix}")
     return records
 
 
-def write_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write a derived JSONL in one go, atomically (readers never see a half-written file);
+def write_records(path: Path, records: Iterable[dict[str, Any] | BaseModel], model: type[BaseModel]) -> None:
+    """Write a derived JSONL of ``model`` records in one go, atomically (readers never see a
+    half-written file); each record is validated as it is written (a dict becomes a ``model``).
     ``records`` may be a generator, so nothing needs to hold them all."""
-    write_jsonl_atomic(path, records)
+    write_jsonl_atomic(path, (r if isinstance(r, model) else model.model_validate(r) for r in records))

@@ -16,11 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from harness.common.records import AnswerRecord, TrainRecord
 from harness.models import resolve_pretrained
 from harness.prompts import META_PROMPTS, dromedary_prompt, meta_prompt_text
 from pipeline.config import PipelineConfig
 from pipeline.inputs import fingerprint
-from pipeline.stages.base import StageContext, StageResult, read_kept, write_records
+from pipeline.stages.base import StageContext, StageResult, read_upstream, write_records
 from pipeline.stages.identity import IDENTITY_DATA, load_identity_examples
 from pipeline.training import LoraTrainConfig, TrainExample, TrainResult, train_lora
 
@@ -40,6 +41,14 @@ def training_examples(pairs: list[dict[str, Any]], meta_prompts: list[str]) -> l
         )
         for i, p in enumerate(pairs)
     ]
+
+
+def write_train_records(path: Path, examples: list[TrainExample], sources: list[str]) -> None:
+    """``train.jsonl`` of stages 3 and 4: the exact training texts and what produced each answer."""
+    write_records(path, (
+        TrainRecord(id=ex.id, source=source, prompt=ex.prompt, answer=ex.answer)
+        for ex, source in zip(examples, sources, strict=True)
+    ), TrainRecord)
 
 
 def meta_prompt_texts(names: list[str], data_dir: Any, field: str) -> list[str]:
@@ -69,6 +78,7 @@ class EngraveStage:
     name = "engrave"
     title = "Principle Engraving"
     version = "1"
+    trains = True  # saves a LoRA adapter: a checkpoint (pipeline.checkpoints)
 
     def requires(self, cfg: PipelineConfig) -> tuple[str, ...]:
         return ("self_align",)
@@ -85,13 +95,11 @@ class EngraveStage:
 
     def run(self, ctx: StageContext) -> StageResult | None:
         s3 = ctx.cfg.stage3
-        kept = read_kept(
-            ctx.upstream_path("self_align", "records"), "kept self-aligned answers",
+        pairs = read_upstream(
+            ctx.upstream_path("self_align", "records"), AnswerRecord, "kept self-aligned answers",
             "stage 2 kept none (see its manifest.json drop reasons); answer more prompts (stage2.max_prompts, stage 1 counts)",
-            fields=("id", "instruction", "input", "answer"),
+            project=lambda r: {"id": r.id, "instruction": r.instruction, "input": r.input, "output": r.answer, "source": "self_align"},
         )
-        pairs = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "output": r["answer"], "source": "self_align"} for r in kept]
-        del kept
         if s3.max_examples is not None:
             pairs = pairs[: s3.max_examples]
         n_aligned = len(pairs)
@@ -99,9 +107,7 @@ class EngraveStage:
             pairs += [{**p, "source": "identity"} for p in load_identity_examples(ctx.data_dir, s3.max_identity_examples)]
         examples = training_examples(pairs, meta_prompt_texts(s3.meta_prompts, ctx.data_dir, "stage3.meta_prompts"))
         if ctx.dist.is_main:
-            write_records(ctx.stage_dir / "train.jsonl", [
-                {"id": ex.id, "source": p["source"], "prompt": ex.prompt, "answer": ex.answer} for ex, p in zip(examples, pairs, strict=True)
-            ])
+            write_train_records(ctx.stage_dir / "train.jsonl", examples, [p["source"] for p in pairs])
         if ctx.generate_only:
             return None
         result, summary = train_stage_adapter(ctx, s3.train, examples)

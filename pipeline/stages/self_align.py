@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import asdict
 from typing import Any
 
+from harness.common.records import AnswerRecord, PromptRecord
 from pipeline import constitution as const
 from pipeline.config import PipelineConfig, SelfAlignConfig
 from pipeline.engine.base import GenerationRequest, SamplingParams
@@ -31,7 +32,7 @@ from pipeline.stages.answer_filters import (
     cut_repetition,
     drop_truncated_word,
 )
-from pipeline.stages.base import StageContext, StageResult, read_kept, write_records
+from pipeline.stages.base import StageContext, StageResult, read_upstream, write_records
 from pipeline.stages.common import budget_params, generation_identity
 
 NEXT_TURN = "\n\nUser:"
@@ -105,6 +106,7 @@ class SelfAlignStage:
     name = "self_align"
     title = "Principle-Driven Self-Alignment"
     version = "2"  # 2: the stop string is put back before the turn rule (issue 11)
+    trains = False
 
     def config_slice(self, cfg: PipelineConfig) -> dict[str, Any]:
         return {
@@ -135,8 +137,8 @@ class SelfAlignStage:
         if s2.prompts_file:
             prompts = load_prompts_file(s2.prompts_file)
         else:
-            prompts = read_kept(
-                ctx.upstream_path("tgrt_self_instruct", "prompts"), "synthetic prompts",
+            prompts = read_upstream(
+                ctx.upstream_path("tgrt_self_instruct", "prompts"), PromptRecord, "synthetic prompts",
                 "stage 1 kept none (see its manifest.json counts); raise stage1.self_instruct.num_requests or the TGRT counts",
             )
         if s2.max_prompts is not None:
@@ -150,8 +152,8 @@ class SelfAlignStage:
         name = constitution.assistant_name
         requests = LazyRequests(
             prompts,
-            lambda p: GenerationRequest(p["id"], self_align_prompt(rendered, name, p["instruction"], p.get("input", "")), request_seed(ctx.cfg.seed, f"self_align:{p['id']}")),
-            [p["id"] for p in prompts],
+            lambda p: GenerationRequest(p.id, self_align_prompt(rendered, name, p.instruction, p.input), request_seed(ctx.cfg.seed, f"self_align:{p.id}")),
+            [p.id for p in prompts],
         )
         params = SamplingParams(
             max_new_tokens=s2.max_new_tokens, temperature=s2.temperature, top_p=s2.top_p,
@@ -173,22 +175,15 @@ class SelfAlignStage:
                     stop_string=out.get("stop_string"),
                 )
                 counter.drop(verdict.reason) if verdict.reason else counter.keep()
-                yield {
-                    "id": prompt["id"],
-                    "instruction": prompt["instruction"],
-                    "input": prompt.get("input", ""),
-                    "origin": prompt.get("origin", {}),
-                    "raw_output": out["text"],
-                    "finish_reason": out["finish_reason"],
-                    "kept": verdict.reason is None,
-                    "answer": verdict.answer,
-                    "drop_reason": verdict.reason,
-                    "drop_detail": verdict.detail,
-                }
+                yield AnswerRecord(
+                    id=prompt.id, instruction=prompt.instruction, input=prompt.input, origin=prompt.origin,
+                    raw_output=out["text"], finish_reason=out["finish_reason"], kept=verdict.reason is None,
+                    answer=verdict.answer, drop_reason=verdict.reason, drop_detail=verdict.detail,
+                )
 
         # Written as judged, never held as a second list of 360k records.
         if ctx.dist.is_main:
-            write_records(ctx.stage_dir / "records.jsonl", judged())
+            write_records(ctx.stage_dir / "records.jsonl", judged(), AnswerRecord)
         else:
             deque(judged(), maxlen=0)
         return StageResult(

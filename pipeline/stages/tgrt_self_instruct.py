@@ -20,6 +20,7 @@ from dataclasses import asdict
 from typing import Any
 
 from harness.common.errors import UserError
+from harness.common.records import CandidateRecord, PromptRecord, TopicRecord
 from harness.common.registry import unknown_name_error
 from pipeline.config import PipelineConfig, TGRTConfig
 from pipeline.engine.base import GenerationRequest, SamplingParams
@@ -43,6 +44,7 @@ class TGRTSelfInstructStage:
     name = "tgrt_self_instruct"
     title = "Topic-Guided Red-Teaming Self-Instruct"
     version = "2"  # 2: rouge_l_max recorded for drops only, with rouge_l_match
+    trains = False
 
     def requires(self, cfg: PipelineConfig) -> tuple[str, ...]:
         return ()
@@ -97,9 +99,9 @@ class TGRTSelfInstructStage:
             # other ranks only wait for rank 0's manifest.
             kept, counters = self._filter(ctx.cfg, candidates, seed_tasks, seed_questions)
             counts = {**counters.pop("all").as_dict(), "by_source": {k: c.as_dict() for k, c in counters.items()}, **counts}
-            write_records(ctx.stage_dir / "candidates.jsonl", candidates)
-            write_records(ctx.stage_dir / "topics.jsonl", topics)
-            write_records(ctx.stage_dir / "prompts.jsonl", kept)
+            write_records(ctx.stage_dir / "candidates.jsonl", candidates, CandidateRecord)
+            write_records(ctx.stage_dir / "topics.jsonl", topics, TopicRecord)
+            write_records(ctx.stage_dir / "prompts.jsonl", kept, PromptRecord)
         return StageResult(
             outputs={"prompts": "prompts.jsonl", "candidates": "candidates.jsonl", "topics": "topics.jsonl", "generations": "generations"},
             primary=["prompts"],

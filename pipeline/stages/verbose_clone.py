@@ -18,7 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 from harness.common.errors import UserError
-from harness.common.jsonl import iter_records
+from harness.common.records import AnswerRecord
 from harness.prompts import META_PROMPTS, dromedary_prompt
 from pipeline.config import PipelineConfig, VerboseCloneConfig
 from pipeline.engine.base import GenerationRequest, SamplingParams
@@ -32,9 +32,14 @@ from pipeline.stages.answer_filters import (
     cut_repetition,
     drop_truncated_word,
 )
-from pipeline.stages.base import StageContext, StageResult, write_records
+from pipeline.stages.base import StageContext, StageResult, read_upstream, write_records
 from pipeline.stages.common import budget_params, generation_identity
-from pipeline.stages.engrave import meta_prompt_texts, train_stage_adapter, training_examples
+from pipeline.stages.engrave import (
+    meta_prompt_texts,
+    train_stage_adapter,
+    training_examples,
+    write_train_records,
+)
 from pipeline.stages.identity import IDENTITY_DATA, load_identity_examples
 
 TURN_MARKER = "### User\n"
@@ -79,7 +84,8 @@ class VerboseCloneStage:
     number = 4
     name = "verbose_clone"
     title = "Verbose Cloning"
-    version = "1"
+    version = "2"  # 2: train.jsonl records name their source (the TrainRecord shape of stage 3)
+    trains = True  # saves a LoRA adapter: a checkpoint (pipeline.checkpoints)
 
     def requires(self, cfg: PipelineConfig) -> tuple[str, ...]:
         return ("self_align", "engrave")
@@ -132,18 +138,18 @@ class VerboseCloneStage:
             for prompt, out in zip(prompts, outputs, strict=True):
                 v = parse_verbose_output(out["text"], out["finish_reason"], instruction=prompt["instruction"], input_text=prompt.get("input", ""), cfg=s4)
                 counter.drop(v.reason) if v.reason else counter.keep()
-                rec = {
-                    "id": prompt["id"], "instruction": prompt["instruction"], "input": prompt.get("input", ""),
-                    "origin": prompt.get("origin", {}), "raw_output": out["text"], "finish_reason": out["finish_reason"],
-                    "kept": v.reason is None, "answer": v.answer, "drop_reason": v.reason, "drop_detail": v.detail,
-                }
+                rec = AnswerRecord(
+                    id=prompt["id"], instruction=prompt["instruction"], input=prompt.get("input", ""),
+                    origin=prompt["origin"], raw_output=out["text"], finish_reason=out["finish_reason"],
+                    kept=v.reason is None, answer=v.answer, drop_reason=v.reason, drop_detail=v.detail,
+                )
                 if v.reason is None:
-                    kept.append({"id": rec["id"], "instruction": rec["instruction"], "input": rec["input"], "output": v.answer})
+                    kept.append({"id": rec.id, "instruction": rec.instruction, "input": rec.input, "output": v.answer})
                 yield rec
 
         # Written as judged, never held as a list of every record (each holds its raw output).
         if ctx.dist.is_main:
-            write_records(ctx.stage_dir / "records.jsonl", judged())
+            write_records(ctx.stage_dir / "records.jsonl", judged(), AnswerRecord)
         else:
             deque(judged(), maxlen=0)
         if not kept:
@@ -153,7 +159,7 @@ class VerboseCloneStage:
             )
         examples = training_examples(kept, meta_prompt_texts(s4.meta_prompts, ctx.data_dir, "stage4.meta_prompts"))
         if ctx.dist.is_main:
-            write_records(ctx.stage_dir / "train.jsonl", ({"id": ex.id, "prompt": ex.prompt, "answer": ex.answer} for ex in examples))
+            write_train_records(ctx.stage_dir / "train.jsonl", examples, ["verbose_clone"] * len(examples))
         if ctx.generate_only:
             return None
         result, summary = train_stage_adapter(ctx, s4.train, examples)
@@ -171,13 +177,10 @@ def _reasons(counter: DropCounter) -> str:
 
 
 def read_answered_prompts(ctx: StageContext) -> list[dict[str, Any]]:
-    """Every prompt stage 2 answered, kept or dropped: its records file, not its kept file."""
+    """Every prompt stage 2 answered, kept or dropped (the prompt fields only: the records also
+    hold every raw output)."""
     path = ctx.upstream_path("self_align", "records")
-    # Streamed, keeping only the prompt fields (the records also hold every raw output).
-    prompts = [
-        {"id": r["id"], "instruction": r["instruction"], "input": r.get("input", ""), "origin": r.get("origin", {})}
-        for r in iter_records(path)
-    ]
-    if not prompts:
-        raise UserError(f"{path}: no stage-2 records; rerun stage 2")
-    return prompts
+    return read_upstream(
+        path, AnswerRecord, "stage-2 records", "rerun stage 2", kept_only=False,
+        project=lambda r: {"id": r.id, "instruction": r.instruction, "input": r.input, "origin": r.origin},
+    )

@@ -17,6 +17,7 @@ from harness.common import stats
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records, write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import run_provenance
+from harness.common.records import TruthfulQAJudgment
 from harness.common.run_files import judged_samples_file
 from harness.judge.truthfulqa.scoring import (
     DEFAULT_BACKEND,
@@ -117,6 +118,6 @@ def run_truthfulqa_judge(cfg: TruthfulQAJudgeConfig) -> dict[str, Any]:
         provenance=run_provenance(),
     )
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out / "judgments.jsonl", records)
+    write_jsonl_atomic(out / "judgments.jsonl", (TruthfulQAJudgment.model_validate(r) for r in records))
     write_json_atomic(out / "summary.json", summary)
     return summary

@@ -22,7 +22,7 @@ from harness.common.errors import UserError
 from harness.models import (
     LOCAL_BACKENDS,
     build_lm,
-    model_args_string,
+    format_model_args,
     parse_model_args,
     resolve_model_args,
     weights_fingerprint,
@@ -89,7 +89,7 @@ def resolve_judge(kind: str, spec: str, backend: str = DEFAULT_BACKEND) -> Judge
     else:
         args = raw
         # A remote judge is identified by what it is asked for: endpoint and model name.
-        fingerprint = hashlib.sha256(f"{backend}|{model_args_string(dict(sorted(args.items())))}".encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256(f"{backend}|{format_model_args(dict(sorted(args.items())))}".encode()).hexdigest()[:16]
     return JudgeModel(kind, spec, backend, args, fingerprint)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.common.errors import UserError
-from harness.common.jsonl import write_json_atomic, write_jsonl_atomic
+from harness.common.jsonl import iter_numbered, write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import config_hash, run_provenance, sha256_file
 from harness.judge.truthfulqa.scoring import (
     KINDS,
@@ -99,10 +99,9 @@ def load_finetune(kind: str, data_dir: str | Path | None = None) -> tuple[list[J
         ) from None
     examples = []
     suffix = "\n" + PROMPT_SUFFIX[kind]
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+    for lineno, rec in iter_numbered(path, strict=True):
+        if not isinstance(rec, dict):
+            rec = {}
         prompt, completion = rec.get("prompt"), rec.get("completion")
         if not isinstance(prompt, str) or not prompt.endswith(suffix) or completion not in (" yes", " no"):
             raise UserError(f"{path}:{lineno}: expected {{prompt: 'Q: ...{suffix!r}', completion: ' yes'|' no'}}")
