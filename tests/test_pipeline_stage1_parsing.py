@@ -237,7 +237,13 @@ def test_tgrt_questions_are_deduplicated_by_topic_and_type_only(data_dir, self_i
         _tgrt(3, "What makes a sculpture valuable to collectors today?", "Questions about art", "Sculpture"),
         _tgrt(4, "How long does the paint on an oil painting take to dry?", "Questions about art", "Oil"),
     ]
-    kept, counters = TGRTSelfInstructStage()._filter(cfg, candidates, tasks, seeds)
+    progress = []
+    kept, counters, pairs_exact = TGRTSelfInstructStage()._filter(
+        cfg, candidates, tasks, seeds, lambda done, total: progress.append((done, total))
+    )
+    assert progress[0] == (0, 5) and progress[-1] == (5, 5)
+    if not self_instruct_filters:
+        assert pairs_exact == 0  # TGRT questions never reach the novelty index then
     reasons = [c["drop_reason"] for c in candidates]
     if self_instruct_filters:
         assert reasons == ["duplicate", "too_short", "keyword_blacklist", None, None]

@@ -97,8 +97,14 @@ class TGRTSelfInstructStage:
         if ctx.dist.is_main:
             # The filter runs once, on the merged candidates of all ranks in their fixed order;
             # other ranks only wait for rank 0's manifest.
-            kept, counters = self._filter(ctx.cfg, candidates, seed_tasks, seed_questions)
+            kept, counters, pairs_exact = self._filter(
+                ctx.cfg, candidates, seed_tasks, seed_questions,
+                ctx.progress_callback("stage 1: novelty filter (candidates judged)"),
+            )
             counts = {**counters.pop("all").as_dict(), "by_source": {k: c.as_dict() for k, c in counters.items()}, **counts}
+            # How many pairs the ROUGE-L index scored exactly: the filter's cost, which depends on
+            # how much the candidates' words overlap (see `selfalign bench dedup`).
+            counts["rouge_l_pairs_exact"] = pairs_exact
             write_records(ctx.stage_dir / "candidates.jsonl", candidates, CandidateRecord)
             write_records(ctx.stage_dir / "topics.jsonl", topics, TopicRecord)
             write_records(ctx.stage_dir / "prompts.jsonl", kept, PromptRecord)
@@ -242,8 +248,9 @@ class TGRTSelfInstructStage:
 
     # -- filters ----------------------------------------------------------------------------
 
-    def _filter(self, cfg: PipelineConfig, candidates, seed_tasks, seed_questions):
-        """Judge candidates in order; annotate each with kept/drop_reason; return kept prompts."""
+    def _filter(self, cfg: PipelineConfig, candidates, seed_tasks, seed_questions, on_progress=None):
+        """Judge candidates in order; annotate each with kept/drop_reason; return the kept prompts,
+        the drop counters and the number of pairs the novelty index scored exactly."""
         filters = cfg.stage1.filters
         pool = NoveltyPool(
             filters.rouge_l_threshold,
@@ -255,7 +262,9 @@ class TGRTSelfInstructStage:
         caps = {"self_instruct": cfg.stage1.self_instruct.max_instructions, "tgrt": cfg.stage1.tgrt.max_questions}
         seen_topics: set[tuple[str, str]] = set()
         kept = []
-        for cand in candidates:
+        for n_judged, cand in enumerate(candidates):
+            if on_progress is not None and n_judged % 4096 == 0:
+                on_progress(n_judged, len(candidates))
             source = cand["origin"]["source"]
             # The reference judges TGRT questions by (type, topic) only (stage1.tgrt.self_instruct_filters).
             instruction_filters = source != "tgrt" or cfg.stage1.tgrt.self_instruct_filters
@@ -283,4 +292,6 @@ class TGRTSelfInstructStage:
                 if source == "tgrt":
                     seen_topics.add((cand["origin"]["question_type"], cand["origin"]["topic"]))
                 kept.append({k: cand[k] for k in ("id", "instruction", "input", "origin")})
-        return kept, counters
+        if on_progress is not None:
+            on_progress(len(candidates), len(candidates))
+        return kept, counters, pool.pairs_exact
