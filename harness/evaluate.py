@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import data
+from harness.backends.registry import build_lm as build_backend_lm
 from harness.common import run_files
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic, write_jsonl_atomic, write_text_atomic
@@ -33,9 +34,7 @@ from harness.models import (
     resolve_model_args,
     weights_fingerprint,
 )
-from harness.models import build_lm as build_backend_lm
 from harness.models import model_id as default_model_id
-from harness.models import register_backends as _register_backends  # noqa: F401  (ls, baselines)
 from harness.task_registry import resolve_task_names, short_name, task_manager, task_versions
 
 DEFAULT_TASKS = ("truthfulqa_mc1", "truthfulqa_tf", "hhh")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.backends.registry import register_backends
 from harness.common.errors import UserError
 
 
@@ -30,13 +31,6 @@ def lm_eval_argv(args: list[str]) -> list[str]:
     if args[0] in ("run", "ls", "validate"):
         return ["lm-eval", *args, "--include_path", str(TASKS_DIR)]
     return ["lm-eval", "run", *args, "--include_path", str(TASKS_DIR)]
-
-
-def register_backends() -> None:
-    """Import lm-eval's own backends, then ours (registration happens on import)."""
-    import lm_eval.models  # noqa: F401
-
-    import harness.backends.selfalign_hf  # noqa: F401
 
 
 def run_lm_eval(args: list[str]) -> int:

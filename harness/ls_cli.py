@@ -6,6 +6,7 @@ import argparse
 import importlib
 from collections.abc import Callable
 
+from harness.backends.registry import backend_names
 from harness.common.registry import lookup
 
 Lister = Callable[[], list[tuple[str, str]]]
@@ -25,12 +26,7 @@ def _models() -> list[tuple[str, str]]:
 
 
 def _backends() -> list[tuple[str, str]]:
-    from lm_eval.api.registry import MODEL_REGISTRY
-
-    from harness.evaluate import _register_backends
-
-    _register_backends()
-    return [(name, "") for name in sorted(MODEL_REGISTRY.keys())]
+    return [(name, "") for name in backend_names()]
 
 
 def _meta_prompts() -> list[tuple[str, str]]:

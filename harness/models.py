@@ -222,17 +222,7 @@ def model_id(model_args: str | dict[str, Any]) -> str:
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
 
 
-# -- building the lm-eval LM ---------------------------------------------------------------
-
-
-def register_backends() -> None:
-    import lm_eval.models  # noqa: F401  (fills lm-eval's registry before ours is added)
-
-    try:
-        import harness.backends.selfalign_hf  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.backends.selfalign_hf":
-            raise
+# -- identity of a model (its lm-eval LM is built by harness.backends.registry) -------------
 
 
 # Arguments that only change how requests are grouped into batches; scores are batch-invariant
@@ -259,22 +249,3 @@ def weights_fingerprint(args: dict[str, Any], backend: str) -> str:
 
 def model_args_string(args: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in args.items())
-
-
-def build_lm(backend: str, args: dict[str, Any], *, batch_size: int | str = 8, device: str = "cpu"):
-    """The lm-eval LM of ``backend`` for resolved ``args`` (what ``selfalign eval`` and the
-    TruthfulQA judges score with); a load failure is one line naming the backend and args."""
-    from lm_eval.api.registry import MODEL_REGISTRY, get_model
-
-    register_backends()
-    try:
-        cls = get_model(backend)
-    except (KeyError, ValueError):
-        raise unknown_name_error("model backend", backend, list(MODEL_REGISTRY.keys())) from None
-    extra = {"batch_size": batch_size, "device": device}
-    try:
-        return cls.create_from_arg_string(model_args_string(args), extra)
-    except UserError:
-        raise
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"--model {backend} --model_args {model_args_string(args)}: cannot load ({type(exc).__name__}: {exc})") from None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.backends.registry import backend_names
 from harness.common.config import build_dataclass, read_yaml
 from harness.common.errors import UserError
 from harness.common.registry import lookup
@@ -203,15 +204,7 @@ def list_baselines() -> list[tuple[str, str]]:
 
 
 def _known_backends() -> set[str] | None:
-    try:
-        from lm_eval.api.registry import MODEL_REGISTRY
-
-        from harness.evaluate import _register_backends
-
-        _register_backends()
-        return set(MODEL_REGISTRY.keys())
-    except ImportError:
-        return None
+    return set(backend_names())
 
 
 def _check_model(b: Baseline, backends: set[str] | None) -> list[str]:

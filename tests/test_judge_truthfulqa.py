@@ -47,7 +47,7 @@ def judge_cfg(tmp_path, spec, answers_dir, **kw):
 def test_judge_scores_p_yes_through_lm_eval_and_rerun_is_cached(tiny_model_dir, data_dir, tmp_path, monkeypatch):
     from lm_eval.api.instance import Instance
 
-    from harness.models import build_lm
+    from harness.backends.registry import build_lm
     from reports.stats import wilson
 
     answers_dir = write_gen_samples(tmp_path / "eval" / "m", data_dir)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.backends.registry import build_lm
 from harness.common.errors import UserError
 from harness.models import (
     LOCAL_BACKENDS,
-    build_lm,
     model_args_string,
     parse_model_args,
     resolve_model_args,
