@@ -6,22 +6,25 @@ import argparse
 import importlib
 from collections.abc import Callable
 
+from rich.console import Console
+from rich.table import Table
+
+from harness import data
 from harness.backends.registry import backend_names
 from harness.common.registry import lookup
+from harness.models import ALIASES
+from harness.prompts import META_PROMPTS
+from harness.task_registry import known_names, short_name, task_manager, task_versions
 
 Lister = Callable[[], list[tuple[str, str]]]
 
 
 def _tasks() -> list[tuple[str, str]]:
-    from harness.task_registry import known_names, short_name, task_versions
-
     versions = task_versions()
     return [(short_name(n), f"version {versions.get(n)}  (lm-eval name {n})") for n in known_names()]
 
 
 def _models() -> list[tuple[str, str]]:
-    from harness.models import ALIASES
-
     return [(a.name, a.description) for a in ALIASES.values()]
 
 
@@ -30,8 +33,6 @@ def _backends() -> list[tuple[str, str]]:
 
 
 def _meta_prompts() -> list[tuple[str, str]]:
-    from harness.prompts import META_PROMPTS
-
     return [(name, rel) for name, rel in META_PROMPTS.items()] + [("none", "no meta prompt")]
 
 
@@ -64,9 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main_ls(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     rows = _resolve(args.what)()
     table = Table(title=args.what)
     table.add_column("name")
@@ -78,14 +76,8 @@ def main_ls(args: argparse.Namespace) -> int:
 
 
 def main_validate(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from harness.task_registry import known_names, task_manager
-
     console = Console()
     if args.data_dir is not None:
-        from harness import data
-
         data.resolve_data_dir(args.data_dir)  # a wrong --data-dir is bad input, not a task finding
     tm = task_manager({"data_dir": args.data_dir})
     problems = []

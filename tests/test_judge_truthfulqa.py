@@ -226,6 +226,6 @@ def test_run_judges_truthfulqa_gen_with_cached_trained_judges_and_reports(tmp_pa
     assert any("Judges:" in n and "judges/truthfulqa-info-" in n for n in table["notes"])
 
     # rerun: the judges are not retrained and every judged unit is reused
-    monkeypatch.setattr("pipeline.training.train_lora", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    monkeypatch.setattr("harness.judge.truthfulqa.train.train_lora", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = run(cfg, quiet, pipeline_runner=FakePipeline(tiny_model_dir))
     assert all(u["reused"] for u in again["truthfulqa_judgments"])

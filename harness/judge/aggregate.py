@@ -15,6 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+from scipy.stats import binomtest
+
 ORDERS = ("baseline_first", "model_first")
 WIN, TIE, LOSS = "win", "tie", "loss"
 
@@ -96,7 +99,6 @@ def _bootstrap_ci(pairs: list[tuple[float, float]], seed: int, n_resamples: int 
     """95% percentile interval of the relative score, resampling questions."""
     if len(pairs) < 2:
         return None
-    import numpy as np
 
     data = np.asarray(pairs, dtype=float)
     rng = np.random.default_rng(seed)
@@ -125,8 +127,6 @@ def summarize(judgments: Sequence[dict[str, Any]], orders: Sequence[str], seed: 
         win_rate_stderr = (sum((p - mean) ** 2 for p in prefs) / (n - 1) / n) ** 0.5
     sign_test_p = None
     if overall["wins"] + overall["losses"] > 0:
-        from scipy.stats import binomtest
-
         sign_test_p = float(binomtest(overall["wins"], overall["wins"] + overall["losses"], 0.5).pvalue)
     paired = [r for r in scored if r.consistent is not None]
     by_order = {}

@@ -24,7 +24,7 @@ from rich.progress import Progress
 
 from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
-from harness.common.jsonl import write_json_atomic, write_jsonl_atomic
+from harness.common.jsonl import iter_records, write_json_atomic, write_jsonl_atomic
 from harness.common.preflight import check_output_dir
 from harness.common.progress_bar import progress_bar
 from harness.common.provenance import run_provenance, to_jsonable
@@ -45,6 +45,7 @@ from harness.judge.client import ClientStats, FatalJudgeError, JudgeClient, Repl
 from harness.judge.parse import DEFAULT_PARSER, PARSERS, parse_scores
 from harness.judge.prices import cost_usd
 from harness.judge.prompts import DEFAULT_PROMPT_VERSION, ReviewerPrompts
+from harness.models import ALIASES, resolve_pretrained
 
 SCHEMA_VERSION = 1
 JUDGMENTS_FILE = "judgments.jsonl"
@@ -109,8 +110,6 @@ def _api_key(cfg: JudgeConfig) -> str:
 
 def _request_model(name: str) -> str:
     """Our model aliases stand for the converted directory, the name a local server expects."""
-    from harness.models import ALIASES, resolve_pretrained
-
     return str(resolve_pretrained(name)) if name in ALIASES else name
 
 
@@ -346,8 +345,6 @@ def _judge_locked(cfg, out_dir, api_key, prompts, model, baseline, chosen, missi
 
 def failed_cache_keys(out_dir: Path) -> frozenset[str]:
     """Cache keys of the judgments that the last run in ``out_dir`` recorded as failed."""
-    from harness.common.jsonl import iter_records
-
     return frozenset(
         r["cache_key"] for r in iter_records(out_dir / JUDGMENTS_FILE) if r.get("status") != "ok" and r.get("cache_key")
     )

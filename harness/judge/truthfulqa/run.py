@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from scipy import stats
+
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records, write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import run_provenance
@@ -74,8 +76,6 @@ def load_answers(spec: str) -> tuple[list[Answer], Path]:
 
 def wilson_ci(successes: int, n: int) -> list[float] | None:
     """Wilson 95% score interval (scipy's binomtest, as reports.stats)."""
-    from scipy import stats
-
     if n == 0:
         return None
     ci = stats.binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
