@@ -2,9 +2,10 @@
 
 Every subcommand module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` to a callable taking the parsed namespace. Only the module of the command being run is
-imported (by name, from ``SUBCOMMANDS``): subcommand modules import their libraries at module
-level (torch, lm-eval, matplotlib), so ``selfalign --help`` lists the commands from this table
-and imports none of them, and a broken optional part cannot break the others.
+imported (by name, from ``SUBCOMMANDS``): ``selfalign --help`` lists the commands from this table
+and imports none of them, and a broken optional part cannot break the others. (A subcommand
+module defers the library behind its handlers, torch or matplotlib, so that its own ``--help``
+stays fast too.)
 """
 
 from __future__ import annotations
