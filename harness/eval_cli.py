@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from harness.evaluate import DEFAULT_TASKS, EvalConfig, run_eval, summary_rows
+from rich.console import Console
+from rich.table import Table
+
+from harness.evaluate import DEFAULT_TASKS, EvalConfig, four_seeds, run_eval, summary_rows
 
 
 def _limit(value: str) -> float:
@@ -56,11 +59,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from harness.evaluate import four_seeds
-
     batch_size: int | str = int(args.batch_size) if str(args.batch_size).isdigit() else args.batch_size
     seeds = four_seeds(args.seed)  # a malformed --seed fails before any model loads
     seed: int | str = seeds[0] if len(set(seeds)) == 1 and seeds[0] is not None else args.seed

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness import data
 from harness.common.errors import UserError
 from harness.common.preflight import check_output_dir
 from harness.common.registry import unknown_name_error
+from harness.models import LOCAL_BACKENDS, parse_model_args, resolve_model_args
+from harness.prompts import META_PROMPTS
+from harness.task_registry import resolve_task_names
 
 # gen_kwargs keys whose type lm-eval / transformers rely on: (type, lowest allowed value)
 _TYPED_GEN_KWARGS: dict[str, tuple[type, float | None]] = {
@@ -30,6 +34,7 @@ _TYPED_GEN_KWARGS: dict[str, tuple[type, float | None]] = {
 
 def parse_gen_kwargs(text: str | None, flag: str = "--gen_kwargs") -> dict[str, Any]:
     """lm-eval's ``k=v,k=v`` with the known keys type-checked (``max_gen_toks=abc`` fails here)."""
+    # deferred: lm_eval.utils imports numpy (a second on a busy machine); `--help` needs it not
     from lm_eval.utils import simple_parse_args_string
 
     if not text:
@@ -57,8 +62,6 @@ def parse_gen_kwargs(text: str | None, flag: str = "--gen_kwargs") -> dict[str, 
 
 
 def check_meta_prompt(name: str | None, flag: str = "--meta-prompt") -> None:
-    from harness.prompts import META_PROMPTS
-
     known = [*META_PROMPTS, "none"]
     if name is not None and name not in known:
         raise unknown_name_error("meta prompt", name, known, flag)
@@ -75,11 +78,6 @@ def check_batch_size(value: int | str) -> None:
 
 def preflight_eval(cfg: Any) -> None:
     """Every check of ``EvalConfig`` that needs no model loaded (see module docstring)."""
-    from harness import data
-    from harness.evaluate import LOCAL_BACKENDS
-    from harness.models import parse_model_args, resolve_model_args
-    from harness.task_registry import resolve_task_names
-
     check_output_dir(cfg.output)
     resolve_task_names(cfg.tasks)
     check_meta_prompt(cfg.meta_prompt)

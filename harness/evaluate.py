@@ -17,15 +17,19 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from harness import data
+from harness.backends.registry import build_lm as build_backend_lm
 from harness.common import run_files
+from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from harness.common.provenance import run_provenance
 from harness.common.registry import unknown_name_error
+from harness.eval_preflight import preflight_eval
 from harness.models import (
     BATCHING_ARGS,
     LOCAL_BACKENDS,
@@ -33,10 +37,9 @@ from harness.models import (
     resolve_model_args,
     weights_fingerprint,
 )
-from harness.models import build_lm as build_backend_lm
 from harness.models import model_id as default_model_id
-from harness.models import register_backends as _register_backends  # noqa: F401  (ls, baselines)
 from harness.task_registry import resolve_task_names, short_name, task_manager, task_versions
+from tasks.vicuna80.utils import GEN_PRESETS, PENALTY_KWARGS, preset_gen_kwargs
 
 DEFAULT_TASKS = ("truthfulqa_mc1", "truthfulqa_tf", "hhh")
 
@@ -67,8 +70,6 @@ RESPONSE_CACHE_KEY_VERSION = "2"
 
 
 def _package_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(name)
     except PackageNotFoundError:
@@ -136,8 +137,6 @@ def _metadata(cfg: EvalConfig, args: dict[str, Any]) -> dict[str, Any]:
 def _gen_kwargs(cfg: EvalConfig) -> str | None:
     """lm-eval's gen_kwargs: the generation preset's (unless "paper", the task YAML's own), then
     the explicit --gen_kwargs, which win key by key."""
-    from tasks.vicuna80.utils import GEN_PRESETS, PENALTY_KWARGS, preset_gen_kwargs
-
     if cfg.gen_preset not in GEN_PRESETS:
         raise unknown_name_error("generation preset", cfg.gen_preset, list(GEN_PRESETS), "--gen-preset")
     if cfg.gen_preset == "paper":
@@ -168,17 +167,18 @@ def run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
     Bad input fails before any work (``harness.eval_preflight``); one process at a time writes
     a given output directory (``harness.common.dirlock``).
     """
-    from harness.common.dirlock import output_lock
-    from harness.eval_preflight import preflight_eval
-
     preflight_eval(cfg)
     with output_lock(eval_output_dir(cfg), "selfalign eval"):
         return _run_eval(cfg, progress)
 
 
 def _run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
+    # deferred: lm-eval's evaluator pulls datasets, pandas, sacrebleu and torch (seconds), and
+    # harness.progress subclasses lm-eval's LM (numpy); `selfalign eval --help` and `selfalign
+    # run`'s config checks import this module
     from lm_eval import simple_evaluate
     from lm_eval.api.model import CachingLM
+    from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker
 
     from harness.progress import ProgressLM, make_progress
 
@@ -196,7 +196,6 @@ def _run_eval(cfg: EvalConfig, progress=None) -> dict[str, Any]:
 
     gen_kwargs = _gen_kwargs(cfg)
     tm = task_manager(_metadata(cfg, args))
-    from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker
 
     tracker = GeneralConfigTracker()  # lm-eval's model fields and total_evaluation_time_seconds
     started = time.perf_counter()
@@ -276,6 +275,7 @@ def write_outputs(out_dir: Path, results: dict[str, Any], samples: dict[str, lis
     write them (same names, fields and sample sanitization), but atomically and failing loudly
     (the tracker logs a warning and carries on); then ``results.json``, a copy of the new results
     file. Returns the results file."""
+    # deferred: as _run_eval's lm-eval imports
     from lm_eval.utils import handle_non_serializable, hash_string, sanitize_list
 
     tracker.log_end_time()
@@ -306,7 +306,7 @@ def write_outputs(out_dir: Path, results: dict[str, Any], samples: dict[str, lis
 
 
 def default_device() -> str:
-    import torch
+    import torch  # deferred: as _run_eval's lm-eval imports
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lm_eval.__main__ import cli_evaluate
+
+from harness.backends.registry import register_backends
 from harness.common.errors import UserError
+from harness.task_registry import TASKS_DIR
 
 
 def lm_eval_argv(args: list[str]) -> list[str]:
     """lm-eval's argv: ours unchanged, plus our task directory as the include path."""
-    from harness.task_registry import TASKS_DIR
-
     if any(a == "--include_path" or a.startswith("--include_path=") for a in args):
         raise UserError(
             f"selfalign lm-eval passes --include_path {TASKS_DIR} itself and lm-eval takes one directory; "
@@ -32,16 +34,7 @@ def lm_eval_argv(args: list[str]) -> list[str]:
     return ["lm-eval", "run", *args, "--include_path", str(TASKS_DIR)]
 
 
-def register_backends() -> None:
-    """Import lm-eval's own backends, then ours (registration happens on import)."""
-    import lm_eval.models  # noqa: F401
-
-    import harness.backends.selfalign_hf  # noqa: F401
-
-
 def run_lm_eval(args: list[str]) -> int:
-    from lm_eval.__main__ import cli_evaluate
-
     register_backends()
     saved = sys.argv
     sys.argv = lm_eval_argv(args)

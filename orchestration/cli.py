@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from harness.common.shipped_configs import resolve_config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.common.shipped_configs import resolve_config
+    # deferred: a run imports the pipeline, lm-eval and the report (torch, matplotlib: seconds);
+    # `selfalign run --help` needs none of them
     from orchestration.run import load_run_config, run
 
     overrides = list(args.overrides)

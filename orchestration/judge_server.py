@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.common.errors import UserError
+from harness.models import resolve_pretrained
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,6 @@ def _stop(proc: subprocess.Popen) -> None:
 @contextlib.contextmanager
 def serve_local_judge(model: str, log_path: Path, ready_timeout_s: float = 180.0, threads: int | None = None) -> Iterator[LocalJudge]:
     """``transformers serve`` for ``model`` (alias, HF directory or .gguf) on a free loopback port."""
-    from harness.models import resolve_pretrained
-
     model_dir = str(resolve_pretrained(model))
     port = free_port()
     cli = Path(sys.executable).with_name("transformers")
@@ -106,8 +106,6 @@ def serve_local_judge(model: str, log_path: Path, ready_timeout_s: float = 180.0
 @contextlib.contextmanager
 def sigterm_as_exit() -> Iterator[None]:
     """Let SIGTERM unwind the stack (so ``finally`` blocks stop servers); main thread only."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -26,7 +26,9 @@ judge's reply cache still make unchanged requests free.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,21 +37,50 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from harness import data
+from harness.common.config import load_config
+from harness.common.dirlock import output_lock
 from harness.common.errors import UserError
 from harness.common.jsonl import write_json_atomic
+from harness.common.preflight import check_output_dir
 from harness.common.provenance import config_hash, run_provenance, sha256_file, to_jsonable
 from harness.common.records import RunManifest
+from harness.common.registry import lookup, unknown_name_error
+from harness.common.run_files import samples_path
 from harness.common.shipped_configs import configs_root
-from harness.judge.run import ORDER_CHOICES
-from harness.models import format_model_args, model_id, parse_model_args
+from harness.eval_preflight import check_batch_size, check_meta_prompt, parse_gen_kwargs
+from harness.evaluate import LOCAL_BACKENDS, EvalConfig, run_eval, weights_fingerprint
+from harness.judge.answers import RECORDED
+from harness.judge.run import ORDER_CHOICES, JudgeConfig, run_judge
+from harness.judge.truthfulqa.run import (
+    TruthfulQAJudgeConfig,
+    run_truthfulqa_judge,
+    samples_file,
+)
+from harness.judge.truthfulqa.scoring import resolve_judge
+from harness.judge.truthfulqa.train import cached_judge_spec
+from harness.models import (
+    ALIASES,
+    format_model_args,
+    model_id,
+    parse_model_args,
+    resolve_model_args,
+)
 from harness.task_registry import (
     PAIRWISE_JUDGE,
+    PREFIX,
     TRUTHFULQA_JUDGE,
     benchmark,
     doc_count,
     judged_tasks,
+    resolve_task_names,
+    task_versions,
 )
+from orchestration.judge_server import serve_local_judge, sigterm_as_exit
 from pipeline.checkpoints import CHECKPOINT_NAMES, checkpoint_label, list_checkpoints
+from pipeline.config import PipelineConfig
+from reports.baselines import load_registry
+from reports.build import ReportOptions, build_report
 from reports.collect import BASELINE, CHECKPOINT, RUN_MANIFEST
 
 EVAL_KEY_VERSION = "1"
@@ -145,8 +176,6 @@ class RunConfig:
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    from harness.common.config import load_config
-
     return load_config(RunConfig, path, overrides)
 
 
@@ -183,9 +212,6 @@ def _resolve_path(path: str, what: str) -> Path:
 
 
 def _pipeline_config(cfg: RunConfig):
-    from harness.common.config import load_config
-    from pipeline.config import PipelineConfig
-
     path = _resolve_path(cfg.pipeline.config, "pipeline.config") if cfg.pipeline.config else None
     return load_config(PipelineConfig, path, cfg.pipeline.overrides)
 
@@ -240,9 +266,6 @@ def _check_unique_ids(systems: list[ModelToEvaluate]) -> None:
 
 
 def _eval_key(system: ModelToEvaluate, task: str, cfg: RunConfig, version: Any) -> tuple[str, dict[str, Any]]:
-    from harness.evaluate import LOCAL_BACKENDS, weights_fingerprint
-    from harness.models import resolve_model_args
-
     raw = system.model_args
     resolved = resolve_model_args(raw) if system.backend in LOCAL_BACKENDS else raw
     payload = {
@@ -263,8 +286,6 @@ def plan_eval_units(cfg: RunConfig, systems: list[ModelToEvaluate]) -> list[tupl
 
 
 def _key_matches(unit_dir: Path, key: str) -> bool:
-    import json
-
     try:
         return json.loads((unit_dir / RUN_KEY_FILE).read_text()).get("key") == key
     except (OSError, json.JSONDecodeError):
@@ -273,8 +294,6 @@ def _key_matches(unit_dir: Path, key: str) -> bool:
 
 def eval_reusable(unit_dir: Path, key: str, versions: dict[str, Any]) -> bool:
     """results.json + the same key + results.json recording the tasks' current versions."""
-    import json
-
     if not _key_matches(unit_dir, key):
         return False
     try:
@@ -289,9 +308,6 @@ def judge_reusable(unit_dir: Path, key: str) -> bool:
 
 
 def run_eval_unit(system: ModelToEvaluate, task: str, cfg: RunConfig, run_dir: Path, console: Console) -> dict[str, Any]:
-    from harness.evaluate import EvalConfig, run_eval
-    from harness.task_registry import PREFIX, task_versions
-
     versions = {k: v for k, v in task_versions().items() if k == PREFIX + task or k.startswith(f"{PREFIX}{task}_")}
     key, payload = _eval_key(system, task, cfg, versions.get(PREFIX + task))
     unit_dir = run_dir / "eval" / task / system.model_id
@@ -329,20 +345,16 @@ class JudgeUnit:
 
 def _opponent_spec(name: str, registry) -> str:
     """A registry baseline's answers, a recorded set name, or an answer file."""
-    from harness.judge.answers import RECORDED
-
     if name in registry.baselines and registry.baselines[name].answers:
         return registry.baselines[name].answers
     if name in RECORDED or Path(name).is_file():
         return name
-    from harness.common.registry import unknown_name_error
 
     known = [n for n, b in registry.baselines.items() if b.answers] + list(RECORDED)
     raise unknown_name_error("judge opponent", name, known, "judge.opponents: a baseline with answers, a recorded set or a file")
 
 
 def _answers_file(answers_dir: Path, task: str) -> Path:
-    from harness.common.run_files import samples_path
 
     found = samples_path(answers_dir, task)  # the latest run's
     if not found.is_file():
@@ -379,11 +391,6 @@ def plan_judge_units(cfg: RunConfig, systems: list[ModelToEvaluate], run_dir: Pa
 
 
 def run_judge_units(units: list[JudgeUnit], cfg: RunConfig, run_dir: Path, console: Console) -> list[dict[str, Any]]:
-    import contextlib
-
-    from harness.judge.run import JudgeConfig, run_judge
-    from orchestration.judge_server import serve_local_judge, sigterm_as_exit
-
     records, todo = [], []
     for u in units:
         record = {"model_id": u.system.model_id, "opponent": u.opponent, "dir": str(u.out_dir.relative_to(run_dir)), "key": u.key}
@@ -402,7 +409,6 @@ def run_judge_units(units: list[JudgeUnit], cfg: RunConfig, run_dir: Path, conso
             console.print(f"starting the local judge server ({j.judge_model}) ...")
             stack.enter_context(sigterm_as_exit())
             server = stack.enter_context(serve_local_judge(j.judge_model, run_dir / "judge_server.log", j.server_ready_timeout_s, j.server_threads))
-            from harness.models import ALIASES
 
             # an alias stays an alias (run_judge maps it to the served path and records both)
             base_url, model = server.base_url, j.judge_model if j.judge_model in ALIASES else server.request_model
@@ -426,8 +432,6 @@ def run_judge_units(units: list[JudgeUnit], cfg: RunConfig, run_dir: Path, conso
 
 def truthfulqa_judge_specs(cfg: RunConfig) -> dict[str, str]:
     """The configured judge specs; judges not given are trained once and cached (user cache)."""
-    from harness.judge.truthfulqa.train import cached_judge_spec
-
     t = cfg.truthfulqa_judge
     specs = {}
     for kind, given in (("truth", t.truth_judge), ("info", t.info_judge)):
@@ -440,13 +444,6 @@ def truthfulqa_judge_specs(cfg: RunConfig) -> dict[str, str]:
 
 
 def run_truthfulqa_judge_units(cfg: RunConfig, systems: list[ModelToEvaluate], run_dir: Path, console: Console) -> list[dict[str, Any]]:
-    from harness.judge.truthfulqa.run import (
-        TruthfulQAJudgeConfig,
-        run_truthfulqa_judge,
-        samples_file,
-    )
-    from harness.judge.truthfulqa.scoring import resolve_judge
-
     answered = [(task, s) for task in judged_tasks(cfg.eval.tasks, TRUTHFULQA_JUDGE) for s in systems
                 if (run_dir / "eval" / task / s.model_id / "results.json").is_file()]
     if not answered:
@@ -503,8 +500,6 @@ def run(cfg: RunConfig, console: Console | None = None, *, pipeline_runner=None)
     ``pipeline.runner.run`` (tests pass fakes).
     """
 
-    from harness.common.dirlock import output_lock
-
     run_dir = Path(cfg.output) / cfg.name
     _preflight(cfg, run_dir)
     with output_lock(run_dir, "selfalign run"):
@@ -513,26 +508,17 @@ def run(cfg: RunConfig, console: Console | None = None, *, pipeline_runner=None)
 
 def _preflight(cfg: RunConfig, run_dir: Path) -> None:
     """The settings used late in a run (judge, generation), checked before the pipeline starts."""
-    from harness.common.preflight import check_output_dir
-    from harness.common.registry import lookup
-    from harness.eval_preflight import check_batch_size, check_meta_prompt, parse_gen_kwargs
-
     check_output_dir(run_dir, "output")
     lookup("answer order setting", cfg.judge.orders, ORDER_CHOICES, "judge.orders")
     check_meta_prompt(cfg.eval.meta_prompt, "eval.meta_prompt")
     check_batch_size(cfg.eval.batch_size)
     for task, text in cfg.eval.gen_kwargs.items():
         parse_gen_kwargs(text, f"eval.gen_kwargs.{task}")
-    from harness.task_registry import resolve_task_names
 
     resolve_task_names(list(cfg.eval.limits))  # a misspelt task here would silently get no limit
 
 
 def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner) -> dict[str, Any]:
-    from harness import data
-    from harness.task_registry import resolve_task_names
-    from reports.baselines import load_registry
-
     console = console or Console(stderr=True)
     started = time.perf_counter()
     # fail on bad input before any long work
@@ -559,7 +545,7 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
     if cfg.pipeline.enabled:
         console.rule("pipeline")
         if pipeline_runner is None:
-            from pipeline.runner import run as pipeline_runner
+            pass
         pipeline_manifest = pipeline_runner(pipeline_cfg, pipeline_dir, cfg.pipeline.stages, data_dir=cfg.data_dir)
         manifest["pipeline"] = {k: v for k, v in pipeline_manifest.items() if k != "provenance"}
     manifest["timings_s"]["pipeline"] = round(time.perf_counter() - phase, 2)
@@ -609,8 +595,6 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
 
     # 4. report
     if cfg.report.enabled:
-        from reports.build import ReportOptions, build_report
-
         console.rule("report")
         phase = time.perf_counter()
         outputs = build_report([run_dir], run_dir / "report", ReportOptions(

@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.common.config import load_config
 from harness.common.preflight import nonnegative_int, positive_int
+from harness.common.shipped_configs import resolve_config
+from pipeline import constitution as const
 
 
 def register(subparsers) -> None:
@@ -57,19 +60,18 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args) -> object:
-    from harness.common.config import load_config
+    # deferred: pipeline.config and the runner import torch (seconds); `selfalign pipeline --help` does not
     from pipeline.config import PipelineConfig
 
     return load_config(PipelineConfig, _config_path(args.config), args.overrides)
 
 
 def _config_path(value: str | None):
-    from harness.common.shipped_configs import resolve_config
-
     return resolve_config(value, "pipeline") if value else None
 
 
 def _run(args) -> int:
+    # deferred: pipeline.config and the runner import torch (seconds); `selfalign pipeline --help` does not
     from pipeline.runner import run
     from pipeline.sharding import DistContext
 
@@ -84,6 +86,7 @@ def _run(args) -> int:
 
 
 def _stages(args) -> int:
+    # deferred: pipeline.config and the runner import torch (seconds); `selfalign pipeline --help` does not
     from pipeline.runner import STAGES, stage_dir_name
 
     for s in STAGES:
@@ -92,8 +95,7 @@ def _stages(args) -> int:
 
 
 def _constitution(args) -> int:
-    from harness.common.config import load_config
-    from pipeline import constitution as const
+    # deferred: pipeline.config and the runner import torch (seconds); `selfalign pipeline --help` does not
     from pipeline.config import PipelineConfig
     from pipeline.stages.self_align import SelfAlignStage
 

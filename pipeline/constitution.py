@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from harness import data
 from harness.common.errors import UserError
 from harness.common.registry import unknown_name_error
 
@@ -464,7 +465,5 @@ def load_constitution(path: str | None, ablation: Ablation, data_dir: str | Path
     if path:
         base = load_file(path)
     else:
-        from harness import data
-
         base = parse_watson_prompt(data.read_text(WATSON_PROMPT, data_dir), WATSON_PROMPT)
     return apply_ablation(base, ablation)

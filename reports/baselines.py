@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.backends.registry import backend_names
 from harness.common.config import build_dataclass, read_yaml
 from harness.common.errors import UserError
-from harness.common.registry import lookup
+from harness.common.registry import did_you_mean, lookup
 from harness.common.shipped_configs import configs_root
+from harness.judge.answers import RECORDED
+from harness.models import ALIASES, parse_model_args
+from harness.prompts import META_PROMPTS
 
 PAPER_REPORTED_FILE = "paper_reported.yaml"
 # lm-eval backends that talk to a server: they generate text but return no log-likelihoods
@@ -48,8 +52,6 @@ class ModelSpec:
     @property
     def kind(self) -> str:
         """api | peft | gguf | alias | hf (for listings; the loader decides by itself)."""
-        from harness.models import ALIASES, parse_model_args
-
         if self.backend in API_BACKENDS:
             return "api"
         args = parse_model_args(self.model_args)
@@ -203,20 +205,10 @@ def list_baselines() -> list[tuple[str, str]]:
 
 
 def _known_backends() -> set[str] | None:
-    try:
-        from lm_eval.api.registry import MODEL_REGISTRY
-
-        from harness.evaluate import _register_backends
-
-        _register_backends()
-        return set(MODEL_REGISTRY.keys())
-    except ImportError:
-        return None
+    return set(backend_names())
 
 
 def _check_model(b: Baseline, backends: set[str] | None) -> list[str]:
-    from harness.models import ALIASES, parse_model_args
-
     spec = b.model
     assert spec is not None
     where = f"{b.source}: baselines.{b.name}.model"
@@ -226,22 +218,16 @@ def _check_model(b: Baseline, backends: set[str] | None) -> list[str]:
         return [f"{where}: {exc}"]
     problems = []
     if backends is not None and spec.backend is not None and spec.backend not in backends:
-        from harness.common.registry import did_you_mean
-
         problems.append(f"{where}: unknown lm-eval backend {spec.backend!r}; {did_you_mean(spec.backend, backends) or 'see: selfalign ls backends'}")
     if spec.backend is None or spec.backend in LOCAL_BACKENDS:
         pretrained = str(args.get("pretrained", ""))
         if not pretrained:
             problems.append(f"{where}: model_args needs pretrained=<alias | HF directory | .gguf file>")
         elif pretrained not in ALIASES and "/" not in pretrained and not pretrained.endswith(".gguf"):
-            from harness.common.registry import did_you_mean
-
             problems.append(f"{where}: pretrained={pretrained!r} is neither an alias nor a path; {did_you_mean(pretrained, ALIASES) or 'known aliases: ' + ', '.join(ALIASES)}")
     elif spec.backend in API_BACKENDS and "model" not in args:
         problems.append(f"{where}: an API backend needs model_args model=<name the server knows>")
     if spec.meta_prompt is not None:
-        from harness.prompts import META_PROMPTS
-
         if spec.meta_prompt not in {*META_PROMPTS, "none"}:
             problems.append(f"{where}: unknown meta_prompt {spec.meta_prompt!r}; known: {', '.join([*META_PROMPTS, 'none'])}")
     return problems
@@ -256,10 +242,6 @@ def validate_baselines() -> list[str]:
     except UserError as exc:
         return [str(exc)]
     reported_rows = {row for t in reported.tables.values() for row in t.rows}
-    try:
-        from harness.judge.answers import RECORDED
-    except ImportError:
-        RECORDED = None  # the judge is not part of this checkout: answers are not checked
     backends = _known_backends()
     seen: dict[str, str] = {}
     for path in _baseline_files(directory):
@@ -274,11 +256,9 @@ def validate_baselines() -> list[str]:
             seen[name] = str(path)
             for row in b.reported:
                 if row not in reported_rows:
-                    from harness.common.registry import did_you_mean
-
                     hint = did_you_mean(row, reported_rows)
                     problems.append(f"{path}: baselines.{name}.reported: {row!r} is no row of {PAPER_REPORTED_FILE}" + (f"; {hint}" if hint else ""))
-            if b.answers and RECORDED is not None and b.answers not in RECORDED and not Path(b.answers).is_file():
+            if b.answers and b.answers not in RECORDED and not Path(b.answers).is_file():
                 problems.append(f"{path}: baselines.{name}.answers: {b.answers!r} is neither a recorded set ({', '.join(RECORDED)}) nor a file")
             if b.model is not None:
                 problems += _check_model(b, backends)

@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # deferred: the report imports matplotlib and scipy (seconds); `selfalign report --help` does not
     from reports.build import ReportOptions, build_report
 
     options = ReportOptions(

@@ -23,6 +23,7 @@ from typing import Any
 from harness.common.errors import UserError
 from harness.common.jsonl import manifest_kind, read_manifest_file, read_records
 from harness.common.records import RunManifest
+from harness.common.registry import unknown_name_error
 from harness.common.run_files import samples_path
 from harness.task_registry import find_benchmark, short_name
 
@@ -266,8 +267,6 @@ def collect(paths: list[str | Path], baseline_ids: list[str] = ()) -> Collection
         builder.add(Path(p))
     for mid in baseline_ids:
         if mid not in builder.systems:
-            from harness.common.registry import unknown_name_error
-
             raise unknown_name_error("model id", mid, builder.systems, "--baselines")
         builder.systems[mid].role = BASELINE
     if not builder.systems:

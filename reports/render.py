@@ -6,6 +6,9 @@ import csv
 import io
 from collections.abc import Sequence
 
+from rich.console import Console
+from rich.table import Table as RichTable
+
 from reports.tables import MEASURED, Cell, Table
 
 CSV_FIELDS = (
@@ -100,9 +103,6 @@ def report_csv(tables: Sequence[Table]) -> str:
 
 def print_rich(tables: Sequence[Table], console=None) -> None:
     """The measured rows of every table, compactly (value and interval); the files have everything."""
-    from rich.console import Console
-    from rich.table import Table as RichTable
-
     console = console or Console()
     for table in tables:
         rows = [r for r in table.rows if r.source == MEASURED]

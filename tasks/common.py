@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lm_eval.api.instance import Instance
+from lm_eval.api.metrics import mean
 from lm_eval.api.task import ConfigurableTask
 
 from harness.prompts import DEFAULT_EVAL_META_PROMPT, meta_prompt_text
@@ -48,8 +50,6 @@ class PaperProtocolTask(ConfigurableTask):
 
     # -- lm-eval interface ----------------------------------------------------------------
     def construct_requests(self, doc: dict, ctx: str, **kwargs: Any):
-        from lm_eval.api.instance import Instance
-
         kwargs.pop("apply_chat_template", None)
         kwargs.pop("chat_template", None)
         return [
@@ -62,8 +62,6 @@ class PaperProtocolTask(ConfigurableTask):
         return self.metrics_for(doc, loglikelihoods)
 
     def aggregation(self) -> dict:
-        from lm_eval.api.metrics import mean
-
         return {name: mean for name in self.METRICS}
 
     def higher_is_better(self) -> dict:

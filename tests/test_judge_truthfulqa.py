@@ -48,8 +48,8 @@ def judge_cfg(tmp_path, spec, answers_dir, **kw):
 def test_judge_scores_p_yes_through_lm_eval_and_rerun_is_cached(tiny_model_dir, data_dir, tmp_path, monkeypatch):
     from lm_eval.api.instance import Instance
 
+    from harness.backends.registry import build_lm
     from harness.common.stats import wilson
-    from harness.models import build_lm
 
     answers_dir = write_gen_samples(tmp_path / "eval" / "m", data_dir)
     spec = f"pretrained={tiny_model_dir}"
@@ -230,6 +230,6 @@ def test_run_judges_truthfulqa_gen_with_cached_trained_judges_and_reports(tmp_pa
     assert any("Judges:" in n and "judges/truthfulqa-info-" in n for n in table["notes"])
 
     # rerun: the judges are not retrained and every judged unit is reused
-    monkeypatch.setattr("pipeline.training.train_lora", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    monkeypatch.setattr("harness.judge.truthfulqa.train.train_lora", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = run(cfg, quiet, pipeline_runner=FakePipeline(tiny_model_dir))
     assert all(u["reused"] for u in again["truthfulqa_judgments"])

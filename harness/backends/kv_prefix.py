@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import get_layer_types_and_kwargs
 
 SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
 
@@ -51,8 +53,6 @@ def _model_accepts_mask_mapping(model_cls: type) -> bool:
 
 def attention_layout(model: torch.nn.Module) -> AttentionLayout:
     """The layout of a (possibly PEFT-wrapped) causal LM, or UnsupportedModel."""
-    from transformers.cache_utils import get_layer_types_and_kwargs
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = base.config.get_text_config(decoder=True)
     if getattr(config, "use_bidirectional_attention", False):
@@ -130,8 +130,6 @@ def build_masks(
 
 def new_cache():
     """A cache whose layers keep every key: sliding windows are applied by our masks instead."""
-    from transformers import DynamicCache
-
     return DynamicCache()
 
 
@@ -141,8 +139,6 @@ def expand_cache(prefix_cache, batch: int, length: int | None = None):
     The source cache is never written through: ``DynamicLayer.update`` concatenates, so the
     expanded views are copied on the first update.
     """
-    from transformers import DynamicCache
-
     end = slice(None) if length is None else slice(0, length)
     layers = [
         (

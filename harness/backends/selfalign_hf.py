@@ -50,6 +50,7 @@ from harness.backends.kv_prefix import (
 from harness.backends.onednn_linears import PackedLinears
 from harness.backends.prefix_tree import ScoreRequest, ScoringPlan, Segment, Stage, plan_scoring
 from harness.common.ngram_penalty import NGRAM_GEN_KWARGS, NGramPenalties, hf_logits_processor
+from harness.models import ALIASES, resolve_peft, resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,6 @@ def _as_bool(value) -> bool:
 
 def _resolve_local_names(kwargs: dict) -> dict:
     """Aliases and GGUF files to their converted directories; anything else is left to HFLM."""
-    from harness.models import ALIASES, resolve_peft, resolve_pretrained
-
     out = dict(kwargs)
     for key in ("pretrained", "tokenizer"):
         value = out.get(key)

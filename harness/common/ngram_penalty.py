@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import LogitsProcessor
 
 WORD_MARKERS = ("▁", "Ġ")  # SentencePiece, byte-level BPE
 
@@ -162,8 +163,6 @@ def hf_logits_processor(penalties: NGramPenalties, tokenizer, prompt_length: int
 
     ``generate`` calls it once per step with every row's whole sequence; the rows' prompts
     (left-padded) take the first ``prompt_length`` positions, so what follows is generated."""
-    from transformers import LogitsProcessor
-
     eligible = word_initial_ids(tokenizer, penalties.min_token_id) if penalties.starts_only else None
 
     class _NGramPenaltyProcessor(LogitsProcessor):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,8 +57,6 @@ class PairedTest:
 
 def _bootstrap(data: tuple, statistic, seed: int, **kwargs):
     """``scipy.stats.bootstrap`` with a seeded generator (``rng`` since scipy 1.15, ``random_state`` before)."""
-    import inspect
-
     key = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
     return stats.bootstrap(
         data, statistic, confidence_level=CONFIDENCE, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",

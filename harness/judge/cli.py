@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.common.config import build_dataclass, read_yaml
+from harness.common.config import build_dataclass, load_config, read_yaml
 from harness.common.jsonl import write_json_atomic
 from harness.common.preflight import (
     nonnegative_float,
@@ -118,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # deferred: the judge client imports openai, numpy and scipy (seconds); `--help` needs none
     from harness.judge.run import JUDGMENTS_FILE, JudgeConfig, all_failed_message, run_judge
 
     data = read_yaml(args.config) if args.config else {}
@@ -142,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _parse_reviews(args: argparse.Namespace) -> int:
+    # deferred: the review statistics import numpy and scipy (seconds); `--help` needs neither
     from harness.judge.parse import DEFAULT_PARSER
     from harness.judge.reviews import reparse_reviews, resolve_review_file
 
@@ -162,6 +164,7 @@ def _parse_reviews(args: argparse.Namespace) -> int:
 
 
 def _truthfulqa(args: argparse.Namespace) -> int:
+    # deferred: the TruthfulQA judges import torch, transformers and lm-eval (seconds)
     from harness.judge.truthfulqa.run import TruthfulQAJudgeConfig, run_truthfulqa_judge
 
     cfg = TruthfulQAJudgeConfig(
@@ -183,7 +186,7 @@ def _truthfulqa(args: argparse.Namespace) -> int:
 
 
 def _train_truthfulqa(args: argparse.Namespace) -> int:
-    from harness.common.config import load_config
+    # deferred: judge training imports torch and the pipeline's LoRA trainer (seconds)
     from harness.judge.truthfulqa.train import JudgeTrainConfig, train_judge
 
     cfg = load_config(JudgeTrainConfig, args.tqa_config, args.overrides)

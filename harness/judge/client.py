@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse
 
+import openai
+
 from harness.common.redact import mask_secrets
 from harness.judge.cache import ReplyCache, request_key
 
@@ -101,8 +103,6 @@ class JudgeClient:
     stats: ClientStats = field(default_factory=ClientStats)
 
     def __post_init__(self) -> None:
-        import openai
-
         # max_retries=0: retries are ours, so that every request sent is counted and bounded.
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout_s
@@ -194,8 +194,6 @@ class JudgeClient:
         return min(self.max_backoff_s, self.backoff_s * 2**retry) * (0.5 + random.random())
 
     async def _send(self, messages: list[dict[str, str]], temperature: float, max_tokens: int) -> Reply:
-        import openai
-
         await self._probe()
         error, reason = "no request sent", "not_sent"
         for http_attempt in range(self.max_retries + 1):

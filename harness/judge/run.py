@@ -46,6 +46,7 @@ from harness.judge.client import ClientStats, FatalJudgeError, JudgeClient, Repl
 from harness.judge.parse import DEFAULT_PARSER, PARSERS, parse_scores
 from harness.judge.prices import cost_usd
 from harness.judge.prompts import DEFAULT_PROMPT_VERSION, ReviewerPrompts
+from harness.models import ALIASES, resolve_pretrained
 
 SCHEMA_VERSION = 1
 JUDGMENTS_FILE = "judgments.jsonl"
@@ -110,8 +111,6 @@ def _api_key(cfg: JudgeConfig) -> str:
 
 def _request_model(name: str) -> str:
     """Our model aliases stand for the converted directory, the name a local server expects."""
-    from harness.models import ALIASES, resolve_pretrained
-
     return str(resolve_pretrained(name)) if name in ALIASES else name
 
 

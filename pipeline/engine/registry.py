@@ -8,6 +8,9 @@ from harness.common.errors import UserError
 from harness.common.registry import lookup
 from harness.models import resolve_peft, resolve_pretrained
 from pipeline.engine.base import GenerationEngine
+from pipeline.engine.fake_engine import FakeEngine
+from pipeline.engine.transformers_engine import TransformersEngine
+from pipeline.engine.vllm_engine import VLLMEngine
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
@@ -15,8 +18,6 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 def _transformers(
     model: str, peft: str | None, dtype: str, batch_size: int, **kwargs
 ) -> GenerationEngine:
-    from pipeline.engine.transformers_engine import TransformersEngine
-
     return TransformersEngine.from_pretrained(
         resolve_pretrained(model),
         peft=resolve_peft(peft) if peft else None,
@@ -27,8 +28,6 @@ def _transformers(
 
 
 def _vllm(model: str, peft: str | None, dtype: str, batch_size: int, **kwargs) -> GenerationEngine:
-    from pipeline.engine.vllm_engine import VLLMEngine
-
     return VLLMEngine(
         str(resolve_pretrained(model)),
         peft=str(resolve_peft(peft)) if peft else None,
@@ -39,8 +38,6 @@ def _vllm(model: str, peft: str | None, dtype: str, batch_size: int, **kwargs) -
 
 
 def _fake(model: str, peft: str | None, dtype: str, batch_size: int, **kwargs) -> GenerationEngine:
-    from pipeline.engine.fake_engine import FakeEngine
-
     return FakeEngine(model, **kwargs)
 
 

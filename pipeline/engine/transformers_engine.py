@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from rich.progress import Progress
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.backends.kv_prefix import (
     AttentionLayout,
@@ -158,12 +160,11 @@ class TransformersEngine:
         device: str = "cpu",
         **kwargs,
     ) -> TransformersEngine:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         model = AutoModelForCausalLM.from_pretrained(
             str(pretrained), dtype=DTYPES[dtype], attn_implementation="sdpa"
         ).to(device)
         if peft is not None:
+            # deferred: peft pulls accelerate and scipy (seconds); only an adapter load needs it
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(peft))
@@ -222,7 +223,6 @@ class TransformersEngine:
             for i in sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
         )
         results: list[Completion | None] = [None] * len(requests)
-        from rich.progress import Progress
 
         with (
             Progress(transient=True, disable=not self.progress) as progress,

@@ -14,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import torch
+from transformers import AutoTokenizer
+
 from harness.common.errors import UserError
 from harness.common.ngram_penalty import NGramCounts, NGramPenalties, word_initial_ids
 from pipeline.engine.base import Completion, GenerationRequest, SamplingParams, request_budgets
@@ -25,7 +28,7 @@ NGRAM_PENALTY_ARG = "selfalign_ngram_penalties"
 
 def _import_vllm():
     try:
-        import vllm
+        import vllm  # deferred: optional and GPU-only (the `vllm` extra)
     except ImportError:
         raise UserError(
             "backend 'vllm' needs vLLM (GPU only): pip install 'selfalign[vllm]', "
@@ -78,6 +81,7 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self.lora_request = None
         if peft is not None:
+            # deferred: vLLM is optional (see _import_vllm)
             from vllm.lora.request import LoRARequest
 
             self.lora_request = LoRARequest("adapter", 1, peft)
@@ -157,8 +161,6 @@ class RequestNGramPenalty:
             self.counts.add(generated[: self.seen])
         amounts = self.counts.penalties_for_next(generated)
         if amounts:
-            import torch
-
             index = torch.tensor(list(amounts), device=logits.device)
             logits = logits.clone()
             logits[index] -= torch.tensor(list(amounts.values()), dtype=logits.dtype, device=logits.device)
@@ -170,6 +172,7 @@ def ngram_processor_class():
 
     Built on first use so that importing this module never imports vLLM."""
     try:
+        # deferred: vLLM is optional (see _import_vllm)
         from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
     except ImportError:
         return None
@@ -185,8 +188,6 @@ def ngram_processor_class():
 
         def _word_initial(self, min_token_id: int) -> frozenset[int]:
             if min_token_id not in self._eligible:
-                from transformers import AutoTokenizer
-
                 model_config = self._vllm_config.model_config
                 tokenizer = AutoTokenizer.from_pretrained(model_config.tokenizer)
                 self._eligible[min_token_id] = word_initial_ids(tokenizer, min_token_id)

@@ -16,11 +16,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from harness.common.errors import UserError
 from harness.common.records import AnswerRecord, TrainRecord
 from harness.models import resolve_pretrained
 from harness.prompts import META_PROMPTS, dromedary_prompt, meta_prompt_text
 from pipeline.config import PipelineConfig
 from pipeline.inputs import fingerprint
+from pipeline.manifest import read_manifest
 from pipeline.stages.base import StageContext, StageResult, read_upstream, write_records
 from pipeline.stages.identity import IDENTITY_DATA, load_identity_examples
 from pipeline.training import LoraTrainConfig, TrainExample, TrainResult, train_lora
@@ -52,8 +54,6 @@ def write_train_records(path: Path, examples: list[TrainExample], sources: list[
 
 
 def meta_prompt_texts(names: list[str], data_dir: Any, field: str) -> list[str]:
-    from harness.common.errors import UserError
-
     if not names:
         raise UserError(f"{field} is empty; name at least one of {', '.join(META_PROMPTS)}")
     return [meta_prompt_text(n, data_dir) for n in names]
@@ -63,7 +63,6 @@ def train_stage_adapter(ctx: StageContext, cfg_train: LoraTrainConfig, examples:
     """Train into ``<stage>/`` and summarize the result for the manifest."""
     ctx.progress.close()  # the trainer shows its own live progress bar
     ctx.release_engines()
-    from pipeline.manifest import read_manifest
 
     card = {"stage": f"stage {ctx.stage_dir.name}", "config_hash": (read_manifest(ctx.stage_dir) or {}).get("config_hash")}
     result = train_lora(cfg_train, examples, resolve_pretrained(ctx.cfg.model.base), ctx.stage_dir,

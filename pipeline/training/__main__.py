@@ -18,7 +18,12 @@ import logging
 import os
 import sys
 
+from accelerate import PartialState
+
+from harness.common.config import load_config
 from harness.common.errors import UserError
+from harness.models import resolve_pretrained
+from pipeline.training import LoraTrainConfig, load_examples_jsonl, train_lora
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        from harness.common.config import load_config
-        from harness.models import resolve_pretrained
-        from pipeline.training import LoraTrainConfig, load_examples_jsonl, train_lora
-
         cfg = load_config(LoraTrainConfig, args.config, args.overrides)
         examples = load_examples_jsonl(args.data)
         base = resolve_pretrained(args.base_model)
@@ -57,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
-    from accelerate import PartialState
 
     if PartialState().is_main_process:
         print(f"{args.output_dir}/train_result.json: {result.steps} steps, loss {result.first_loss} -> {result.last_loss}")

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
+from safetensors.torch import load_file, save_file
 
 from harness.common.jsonl import write_json_atomic
 
@@ -65,9 +67,6 @@ def save_checkpoint(
     ``adapter_state`` is the trainable weights on the main process (ignored elsewhere and under
     DeepSpeed, whose own checkpoint holds them).
     """
-    from accelerate.utils import DistributedType
-    from safetensors.torch import save_file
-
     step = int(trainer_state["step"])
     final = checkpoints_root(output_dir) / f"step_{step:07d}"
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -92,8 +91,6 @@ def save_checkpoint(
 
 def load_adapter_weights(model: torch.nn.Module, checkpoint: Path) -> None:
     """Copy a non-DeepSpeed checkpoint's adapter weights into the (unprepared) training model."""
-    from safetensors.torch import load_file
-
     saved = load_file(str(checkpoint / ADAPTER_FILE))
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(saved) != set(params):

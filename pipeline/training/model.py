@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.pytorch_utils import Conv1D
 
 from harness.common.errors import UserError
 from pipeline.training.config import LoraTrainConfig
@@ -19,8 +21,6 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 
 def load_tokenizer(base_model: str | Path) -> Any:
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(str(base_model))
 
 
@@ -33,8 +33,6 @@ def padding_id(tokenizer: Any) -> int:
 
 
 def load_base_model(base_model: str | Path, dtype: str) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
     path = Path(base_model)
     if not (path / "config.json").is_file():
         raise UserError(
@@ -48,16 +46,12 @@ def load_base_model(base_model: str | Path, dtype: str) -> torch.nn.Module:
 
 def linear_module_names(model: torch.nn.Module) -> set[str]:
     """Last name components of the Linear-like modules peft can adapt (e.g. ``q_proj``)."""
-    from transformers.pytorch_utils import Conv1D
-
     return {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, (torch.nn.Linear, Conv1D))}
 
 
 def check_target_modules(model: torch.nn.Module, targets: list[str]) -> None:
     """Each target names Linear modules as peft matches them: a last name component (``q_proj``)
     or a dotted suffix (``layers.17.self_attn.q_proj``: only that layer's, as judges use)."""
-    from transformers.pytorch_utils import Conv1D
-
     full_names = [name for name, mod in model.named_modules() if isinstance(mod, (torch.nn.Linear, Conv1D))]
     available = linear_module_names(model)
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in full_names)]
@@ -79,6 +73,8 @@ def enable_activation_checkpointing(model: Any) -> None:
 
 def build_peft_model(model: torch.nn.Module, cfg: LoraTrainConfig, peft_init: str | Path | None) -> Any:
     """Wrap ``model`` with a fresh LoRA adapter, or a trainable copy of the adapter at ``peft_init``."""
+    # deferred: peft pulls accelerate and scipy (seconds); pipeline.config imports this package,
+    # and the fake-engine pipeline, `selfalign validate` and `ls stages` never build an adapter
     from peft import LoraConfig, PeftModel, get_peft_model
 
     check_target_modules(model, cfg.target_modules)
@@ -143,7 +139,7 @@ def save_adapter(peft_model: Any, state: dict[str, torch.Tensor], tokenizer: Any
 
 def merge_adapter(base_model: str | Path, adapter_dir: str | Path, out_dir: str | Path, *, dtype: str = "float32") -> Path:
     """Save base + adapter merged into one ordinary model directory (no peft needed to load it)."""
-    from peft import PeftModel
+    from peft import PeftModel  # deferred: as build_peft_model's import
 
     out_dir = Path(out_dir)
     model = load_base_model(base_model, dtype)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.common.progress_bar import progress_bar
+
 
 class StepProgress:
     """``with StepProgress(enabled, total, done) as advance: advance(step_record)``; a no-op when disabled."""
@@ -14,8 +16,6 @@ class StepProgress:
 
     def __enter__(self) -> StepProgress:
         if self.enabled:
-            from harness.common.progress_bar import progress_bar
-
             self._progress = progress_bar(
                 "[bold]LoRA steps", extra="loss {task.fields[loss]}  lr {task.fields[lr]}"
             )

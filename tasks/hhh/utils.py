@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Any
 
 import datasets
+from transformers import AutoTokenizer
 
 from harness import data
 from harness.prompts import dromedary_prompt
@@ -82,7 +83,6 @@ class HHHAB(PaperProtocolTask):
                 "no local tokenizer for this backend; pass tokenizer=DIR in --model_args "
                 "(selfalign eval) or --metadata '{\"tokenizer\": \"DIR\"}' (plain lm_eval)"
             )
-        from transformers import AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)

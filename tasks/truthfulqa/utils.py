@@ -11,7 +11,9 @@ BLEU/ROUGE metrics are lm-eval's ``truthfulqa_gen`` functions, and the paper's m
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import logging
 import math
 from typing import Any
@@ -19,9 +21,10 @@ from typing import Any
 import datasets
 
 from harness import data
-from harness.prompts import dromedary_prompt
+from harness.prompts import DEFAULT_EVAL_META_PROMPT, dromedary_prompt, meta_prompt_text
 from harness.scoring import graded_choice
 from tasks.common import PaperProtocolTask
+from tasks.vicuna80.utils import clean_answers
 
 MC_FILE = "truthfulqa/data/v0/mc_task.json"
 GEN_FILE = "truthfulqa/data/v0/TruthfulQA.csv"  # the CSV behind HF truthful_qa/generation (817 rows)
@@ -87,6 +90,8 @@ class TruthfulQATrueFalse(PaperProtocolTask):
 
 def process_results_mc2(doc: dict, results: list) -> dict:
     # lm-eval's own MC2 scoring, so the numbers match its built-in task exactly.
+    # deferred: lm-eval's truthfulqa utils import rouge-score, sacrebleu and pandas (seconds);
+    # lm-eval imports this module for MC1 and TF too, which need none of them
     from lm_eval.tasks.truthfulqa.utils import process_results_mc2 as builtin
 
     return builtin(doc, results)
@@ -107,12 +112,8 @@ def build_gen_docs(data_dir: str | None = None, meta_prompt: str | None = None, 
     against (its ``preprocess_function``: a final period added, "I have no comment." among the
     true references), so the BLEU/ROUGE metrics equal its task's on the same completions.
     """
-    import csv
-    import io
-
+    # deferred: see process_results_mc2
     from lm_eval.tasks.truthfulqa.utils import preprocess_function
-
-    from harness.prompts import DEFAULT_EVAL_META_PROMPT, meta_prompt_text
 
     name = meta_prompt or DEFAULT_EVAL_META_PROMPT
     meta_text = meta_prompt_text(name, data_dir)  # rejects an unknown name with suggestions
@@ -147,8 +148,6 @@ def load_gen(data_dir: str | None = None, meta_prompt: str | None = None, seed: 
 
 def clean_gen_answers(resps, docs):
     """lm-eval ``custom`` filter: the Vicuna-80 post-processing (cut at the next turn header)."""
-    from tasks.vicuna80.utils import clean_answers
-
     return clean_answers(resps, docs)
 
 
@@ -161,6 +160,7 @@ def process_results_gen(doc: dict, results: list[str]) -> dict:
     BLEURT is commented out in lm-eval itself and needs the ``bleurt`` package (not on PyPI);
     it is skipped with a one-line notice, once per process.
     """
+    # deferred: see process_results_mc2
     from lm_eval.tasks.truthfulqa.utils import process_results_gen as builtin
 
     global _bleurt_notice_given

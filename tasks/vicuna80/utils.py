@@ -92,6 +92,8 @@ def build_docs(
 
 def load(data_dir: str | None = None, meta_prompt: str | None = None, gen_preset: str | None = None, **_metadata: Any):
     """lm-eval ``custom_dataset``: a DatasetDict with one ``test`` split of 80 docs."""
+    # deferred: datasets takes a second or more; harness.evaluate imports this module for its
+    # generation presets, and `selfalign eval --help` must not pay for it
     import datasets
 
     docs = build_docs(data_dir, meta_prompt, gen_preset)

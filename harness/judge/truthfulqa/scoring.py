@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import CachingLM
+from transformers import AutoConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from harness.backends.registry import build_lm
 from harness.common.errors import UserError
 from harness.models import (
     LOCAL_BACKENDS,
-    build_lm,
     format_model_args,
     parse_model_args,
     resolve_model_args,
@@ -62,9 +67,6 @@ class JudgeModel:
 def _require_causal_lm(flag: str, spec: str, pretrained: str) -> None:
     """A judge must be a causal LM: lm-eval's hf backend would load a seq2seq model and score it
     differently, and fail deep inside transformers on anything else."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
     try:
         config = AutoConfig.from_pretrained(pretrained)
     except (OSError, ValueError) as exc:
@@ -116,8 +118,6 @@ class JudgeScorer:
     """P(" yes") for judge prompts, through lm-eval's ``loglikelihood`` and response cache."""
 
     def __init__(self, judge: JudgeModel, cache_dir: str | Path | None, *, batch_size: int | str = 8, device: str = "cpu") -> None:
-        from lm_eval.api.model import CachingLM
-
         self.judge = judge
         self._inner = _LazyCountingLM(lambda: build_lm(judge.backend, judge.args, batch_size=batch_size, device=device))
         self._lm: Any = self._inner
@@ -130,8 +130,6 @@ class JudgeScorer:
         return self._inner.n_scored
 
     def p_yes(self, prompts: Sequence[str]) -> list[float]:
-        from lm_eval.api.instance import Instance
-
         if not prompts:
             return []
         requests = [

@@ -24,8 +24,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+from scipy.stats import mannwhitneyu
+
+from harness import data
+from harness.common.config import load_config
 from harness.common.errors import UserError
 from harness.common.jsonl import iter_numbered, write_json_atomic, write_jsonl_atomic
+from harness.common.paths import cache_root
 from harness.common.provenance import config_hash, run_provenance, sha256_file
 from harness.judge.truthfulqa.scoring import (
     KINDS,
@@ -35,6 +41,8 @@ from harness.judge.truthfulqa.scoring import (
     JudgeScorer,
     resolve_judge,
 )
+from harness.models import resolve_pretrained
+from pipeline.training import train_lora
 from pipeline.training.config import LoraTrainConfig
 
 FINETUNE_FILES = {kind: f"truthfulqa/data/finetune_{kind}.jsonl" for kind in KINDS}
@@ -87,8 +95,6 @@ def question_of(prompt: str) -> str:
 
 def load_finetune(kind: str, data_dir: str | Path | None = None) -> tuple[list[JudgeExample], Path]:
     """The judge's fine-tuning records; a missing file is one line naming it and the fix."""
-    from harness import data
-
     rel = FINETUNE_FILES[kind]
     try:
         path = data.data_file(rel, data_dir)
@@ -142,8 +148,6 @@ def _subsample(examples: list[JudgeExample], limit: int | None, balance: bool, r
 
 def roc_auc(scores: list[float], labels: list[int]) -> float | None:
     """ROC AUC as the Mann-Whitney U statistic over (positive, negative) pairs, ties counting 1/2."""
-    from scipy.stats import mannwhitneyu
-
     pos = [s for s, y in zip(scores, labels, strict=True) if y == 1]
     neg = [s for s, y in zip(scores, labels, strict=True) if y == 0]
     if not pos or not neg:
@@ -169,8 +173,6 @@ def heldout_metrics(p_yes: list[float], labels: list[int]) -> dict[str, Any]:
 
 def base_fingerprint(base: str) -> str:
     """Content identity of a base model directory: sha256 of its config and weight-file sizes."""
-    from harness.models import resolve_pretrained
-
     path = resolve_pretrained(base)
     h = hashlib.sha256()
     for f in sorted(path.rglob("*")):
@@ -190,8 +192,6 @@ def train_identity(kind: str, base: str, cfg: JudgeTrainConfig, data_sha256: str
 
 def train_judge(kind: str, base: str, output: str | Path, cfg: JudgeTrainConfig, data_dir: str | Path | None = None) -> dict[str, Any]:
     """Train (or reuse) a judge in ``output``; returns the metrics written to ``output/metrics.json``."""
-    from harness.models import resolve_pretrained
-
     if kind not in KINDS:
         raise UserError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
     output = Path(output)
@@ -211,8 +211,6 @@ def train_judge(kind: str, base: str, output: str | Path, cfg: JudgeTrainConfig,
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / "split.json", {"seed": cfg.seed, "heldout_questions": held_questions})
 
-    from pipeline.training import train_lora
-
     started = time.perf_counter()
     result = train_lora(
         cfg.train,
@@ -220,8 +218,6 @@ def train_judge(kind: str, base: str, output: str | Path, cfg: JudgeTrainConfig,
         base_dir, output,
     )
     train_s = time.perf_counter() - started
-
-    from accelerate import PartialState
 
     if not PartialState().is_main_process:
         return {}
@@ -258,9 +254,6 @@ def train_judge(kind: str, base: str, output: str | Path, cfg: JudgeTrainConfig,
 def cached_judge_spec(kind: str, base: str, config_path: str | Path | None, data_dir: str | Path | None = None) -> str:
     """A judge trained once per (kind, base, config, data) under the user cache and reused after:
     ``<cache>/judges/truthfulqa-<kind>-<identity>/``; returns its model_args spec."""
-    from harness.common.config import load_config
-    from harness.common.paths import cache_root
-
     cfg = load_config(JudgeTrainConfig, config_path)
     _, data_path = load_finetune(kind, data_dir)
     identity = train_identity(kind, base, cfg, sha256_file(data_path))
