@@ -79,6 +79,7 @@ from harness.task_registry import (
 from orchestration.judge_server import serve_local_judge, sigterm_as_exit
 from pipeline.checkpoints import CHECKPOINT_NAMES, checkpoint_label, list_checkpoints
 from pipeline.config import PipelineConfig
+from pipeline.runner import run as run_pipeline
 from reports.baselines import load_registry
 from reports.build import ReportOptions, build_report
 from reports.collect import BASELINE, CHECKPOINT, RUN_MANIFEST
@@ -518,10 +519,36 @@ def _preflight(cfg: RunConfig, run_dir: Path) -> None:
     resolve_task_names(list(cfg.eval.limits))  # a misspelt task here would silently get no limit
 
 
-def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner) -> dict[str, Any]:
-    console = console or Console(stderr=True)
-    started = time.perf_counter()
-    # fail on bad input before any long work
+@dataclass
+class _RunState:
+    """What the phases of one ``selfalign run`` share: the manifest they extend (rewritten after
+    every unit, so an interrupted run shows what finished) and the units done so far."""
+
+    cfg: RunConfig
+    run_dir: Path
+    console: Console
+    manifest: dict[str, Any]
+    systems: list[ModelToEvaluate] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    judges: list[dict[str, Any]] = field(default_factory=list)
+    tqa_judges: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self) -> None:
+        self.manifest["systems"] = _system_entries(self.systems, self.evals, self.judges, self.tqa_judges)
+        _write_manifest(self.run_dir, self.manifest)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, title: str | None = None):
+        """Times the phase into ``timings_s[name]``; ``title`` rules the console."""
+        if title:
+            self.console.rule(title)
+        started = time.perf_counter()
+        yield
+        self.manifest["timings_s"][name] = round(time.perf_counter() - started, 2)
+
+
+def _check_inputs(cfg: RunConfig):
+    """Fail on bad input before any long work; returns the baseline registry and baselines."""
     resolve_task_names(cfg.eval.tasks)
     for task in cfg.eval.tasks:
         benchmark(task)  # known to lm-eval but missing from the registry: say so now
@@ -533,78 +560,70 @@ def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner
     if cfg.judge.enabled and judged_tasks(cfg.eval.tasks, PAIRWISE_JUDGE):
         for opponent in cfg.judge.opponents:
             _opponent_spec(opponent, registry)
-    pipeline_cfg = _pipeline_config(cfg)
+    return registry, baselines
 
+
+def _run(cfg: RunConfig, run_dir: Path, console: Console | None, pipeline_runner) -> dict[str, Any]:
+    started = time.perf_counter()
+    registry, baselines = _check_inputs(cfg)
+    pipeline_cfg = _pipeline_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run_config.yaml").write_text(yaml.safe_dump(to_jsonable(cfg), sort_keys=False), encoding="utf-8")
-    manifest: dict[str, Any] = {"kind": "run", "name": cfg.name, "config": to_jsonable(cfg), "timings_s": {}, "provenance": run_provenance()}
+    state = _RunState(cfg, run_dir, console or Console(stderr=True), {
+        "kind": "run", "name": cfg.name, "config": to_jsonable(cfg), "timings_s": {}, "provenance": run_provenance(),
+    })
+    _pipeline_phase(state, pipeline_cfg, pipeline_runner or run_pipeline)
+    state.systems += baselines
+    _check_unique_ids(state.systems)
+    state.save()
+    with state.phase("eval", "evaluation"):
+        for system, task in plan_eval_units(cfg, state.systems):
+            state.evals.append(run_eval_unit(system, task, cfg, run_dir, state.console))
+            state.manifest["evals"] = state.evals
+            state.save()
+    _judge_phases(state, registry)
+    if cfg.report.enabled:
+        with state.phase("report", "report"):
+            outputs = build_report([run_dir], run_dir / "report", ReportOptions(
+                title=cfg.report.title or f"SELF-ALIGN run {cfg.name}", include_reported=cfg.report.include_reported,
+            ))
+            state.manifest["report"] = {k: str(getattr(outputs, k)) for k in ("markdown", "csv", "html", "json")}
+    state.manifest["timings_s"]["total"] = round(time.perf_counter() - started, 2)
+    state.save()
+    return state.manifest
 
-    # 1. pipeline
-    phase = time.perf_counter()
-    pipeline_dir = run_dir / "pipeline"
-    if cfg.pipeline.enabled:
-        console.rule("pipeline")
-        if pipeline_runner is None:
-            pass
-        pipeline_manifest = pipeline_runner(pipeline_cfg, pipeline_dir, cfg.pipeline.stages, data_dir=cfg.data_dir)
-        manifest["pipeline"] = {k: v for k, v in pipeline_manifest.items() if k != "provenance"}
-    manifest["timings_s"]["pipeline"] = round(time.perf_counter() - phase, 2)
 
+def _pipeline_phase(state: _RunState, pipeline_cfg: PipelineConfig, pipeline_runner) -> None:
+    """The pipeline stages not yet done, then the checkpoints they produced (missing ones noted)."""
+    cfg = state.cfg
+    pipeline_dir = state.run_dir / "pipeline"
+    with state.phase("pipeline", "pipeline" if cfg.pipeline.enabled else None):
+        if cfg.pipeline.enabled:
+            pipeline_manifest = pipeline_runner(pipeline_cfg, pipeline_dir, cfg.pipeline.stages, data_dir=cfg.data_dir)
+            state.manifest["pipeline"] = {k: v for k, v in pipeline_manifest.items() if k != "provenance"}
     checkpoints, missing = checkpoint_models(cfg, pipeline_cfg.model.base, pipeline_dir)
     if missing:
-        manifest["missing_checkpoints"] = missing
-        console.print(f"[yellow]not evaluated (no checkpoint): {', '.join(missing)}[/yellow]")
-    systems = checkpoints + baselines
-    _check_unique_ids(systems)
-    manifest["systems"] = _system_entries(systems, [], [])
-    _write_manifest(run_dir, manifest)
+        state.manifest["missing_checkpoints"] = missing
+        state.console.print(f"[yellow]not evaluated (no checkpoint): {', '.join(missing)}[/yellow]")
+    state.systems = checkpoints
 
-    # 2. evaluations
-    console.rule("evaluation")
-    phase = time.perf_counter()
-    evals = []
-    for system, task in plan_eval_units(cfg, systems):
-        evals.append(run_eval_unit(system, task, cfg, run_dir, console))
-        manifest["evals"] = evals
-        manifest["systems"] = _system_entries(systems, evals, [])
-        _write_manifest(run_dir, manifest)
-    manifest["timings_s"]["eval"] = round(time.perf_counter() - phase, 2)
 
-    # 3. judge
-    judges: list[dict[str, Any]] = []
-    phase = time.perf_counter()
-    if cfg.judge.enabled and judged_tasks(cfg.eval.tasks, PAIRWISE_JUDGE):
-        console.rule("judge")
-        units = plan_judge_units(cfg, systems, run_dir, registry)
-        judges = run_judge_units(units, cfg, run_dir, console)
-    manifest["judgments"] = judges
-    manifest["timings_s"]["judge"] = round(time.perf_counter() - phase, 2)
-    manifest["systems"] = _system_entries(systems, evals, judges)
-    _write_manifest(run_dir, manifest)
-
-    # 3b. TruthfulQA generation judges (trained once and cached when not given)
-    tqa_judges: list[dict[str, Any]] = []
+def _judge_phases(state: _RunState, registry) -> None:
+    """The pairwise judge (Vicuna-80), then TruthfulQA's truth/info judges (trained once and
+    cached when not given), each for the tasks of the run that need it."""
+    cfg, run_dir = state.cfg, state.run_dir
+    with state.phase("judge", None):
+        if cfg.judge.enabled and judged_tasks(cfg.eval.tasks, PAIRWISE_JUDGE):
+            state.console.rule("judge")
+            units = plan_judge_units(cfg, state.systems, run_dir, registry)
+            state.judges = run_judge_units(units, cfg, run_dir, state.console)
+    state.manifest["judgments"] = state.judges
+    state.save()
     if cfg.judge.enabled and judged_tasks(cfg.eval.tasks, TRUTHFULQA_JUDGE):
-        console.rule("judge truthfulqa")
-        phase = time.perf_counter()
-        tqa_judges = run_truthfulqa_judge_units(cfg, systems, run_dir, console)
-        manifest["truthfulqa_judgments"] = tqa_judges
-        manifest["timings_s"]["judge_truthfulqa"] = round(time.perf_counter() - phase, 2)
-        manifest["systems"] = _system_entries(systems, evals, judges, tqa_judges)
-        _write_manifest(run_dir, manifest)
-
-    # 4. report
-    if cfg.report.enabled:
-        console.rule("report")
-        phase = time.perf_counter()
-        outputs = build_report([run_dir], run_dir / "report", ReportOptions(
-            title=cfg.report.title or f"SELF-ALIGN run {cfg.name}", include_reported=cfg.report.include_reported,
-        ))
-        manifest["report"] = {k: str(getattr(outputs, k)) for k in ("markdown", "csv", "html", "json")}
-        manifest["timings_s"]["report"] = round(time.perf_counter() - phase, 2)
-    manifest["timings_s"]["total"] = round(time.perf_counter() - started, 2)
-    _write_manifest(run_dir, manifest)
-    return manifest
+        with state.phase("judge_truthfulqa", "judge truthfulqa"):
+            state.tqa_judges = run_truthfulqa_judge_units(cfg, state.systems, run_dir, state.console)
+            state.manifest["truthfulqa_judgments"] = state.tqa_judges
+        state.save()
 
 
 def validate_run_configs() -> list[str]:

@@ -6,7 +6,7 @@
 * a ``selfalign eval`` model directory (``results.json`` + ``samples_<task>_<date>.jsonl``);
 * a ``selfalign eval --output`` directory (one model directory per subdirectory, taken in name order);
 * a ``selfalign judge`` output directory (``summary.json``), attached to the judged model;
-* a ``selfalign judge truthfulqa`` output directory (``summary.json`` with ``truthful``), likewise.
+* a ``selfalign judge truthfulqa`` output directory (``summary.json`` of kind ``truthfulqa_judge``), likewise.
 
 A model met in several inputs is one system whose task results are merged (the first input that
 has a task wins; later duplicates are listed in ``Collection.notes``). Systems keep the order in
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.common.errors import UserError
-from harness.common.jsonl import manifest_kind, read_manifest_file, read_records
-from harness.common.records import RunManifest
+from harness.common.jsonl import manifest_kind, read_judge_summary, read_manifest_file, read_records
+from harness.common.records import RunManifest, TruthfulQAJudgeSummary
 from harness.common.registry import unknown_name_error
 from harness.common.run_files import samples_path
 from harness.task_registry import find_benchmark, short_name
@@ -86,10 +86,6 @@ class TruthfulQAJudgeResult:
 
     directory: Path
     summary: dict[str, Any]
-
-
-def is_truthfulqa_judge_summary(summary: dict[str, Any]) -> bool:
-    return "truthful" in summary and "truthful_informative" in summary
 
 
 @dataclass
@@ -176,12 +172,9 @@ class _Builder:
             system.tasks[task] = TaskResult(task, metrics, n, n_original, versions.get(full), directory, prov)
 
     def add_judge_dir(self, directory: Path, model_id: str | None = None, opponent: str | None = None) -> None:
-        path = directory / JUDGE_SUMMARY
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc.msg}); rerun `selfalign judge`") from None
-        if is_truthfulqa_judge_summary(summary):
+        record = read_judge_summary(directory / JUDGE_SUMMARY)
+        summary = record.model_dump(mode="json")
+        if isinstance(record, TruthfulQAJudgeSummary):
             self.add_truthfulqa_judge(directory, summary, model_id)
             return
         mid, opp = model_id, opponent

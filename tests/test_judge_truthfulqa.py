@@ -57,6 +57,8 @@ def test_judge_scores_p_yes_through_lm_eval_and_rerun_is_cached(tiny_model_dir, 
     records = [json.loads(line) for line in (tmp_path / "judge" / "judgments.jsonl").read_text().splitlines()]
     assert [r["question_id"] for r in records] == [0, 1, 2, 3] and [r["answer"] for r in records] == ANSWERS
     assert validate_file(tmp_path / "judge" / "judgments.jsonl", "truthfulqa_judgment") == 4
+    assert validate_file(tmp_path / "judge" / "summary.json", "truthfulqa_judge_summary") == 1
+    assert json.loads((tmp_path / "judge" / "summary.json").read_text())["kind"] == "truthfulqa_judge"
 
     # P(" yes") = exp(loglikelihood) as lm-eval's own hf backend computes it, on the protocol's prompts
     hf = build_lm("hf", {"pretrained": str(tiny_model_dir)}, batch_size=4)

@@ -9,13 +9,21 @@ import pytest
 
 from harness.cli import main
 from harness.common.errors import UserError
-from harness.common.jsonl import iter_typed, read_manifest_file, read_typed
+from harness.common.jsonl import (
+    iter_typed,
+    read_judge_summary,
+    read_manifest_file,
+    read_typed,
+    write_json_atomic,
+)
 from harness.common.records import (
     RECORDS,
     AnswerRecord,
+    JudgeSummary,
     PipelineManifest,
     RunManifest,
     StageManifest,
+    TruthfulQAJudgeSummary,
 )
 from pipeline.checkpoints import CHECKPOINT_NAMES, checkpoint_label, list_checkpoints
 from pipeline.manifest import finish_manifest, start_manifest
@@ -152,3 +160,24 @@ def test_report_collects_a_run_by_its_manifest_kind_old_manifests_included(tmp_p
     (pipe / "manifest.json").write_text(json.dumps({"kind": "pipeline", "config_hash": "h", "stages": {}, "systems": []}))
     with pytest.raises(UserError, match="no results.json, summary.json or manifest.json here"):
         collect([pipe])
+
+
+def test_judge_summaries_are_read_by_kind_old_ones_by_their_fields(tmp_path):
+    pairwise = {"benchmark": "vicuna80", "relative_score": 0.8, "wins": 1, "ties": 0, "losses": 2,
+                "n_questions": 3, "n_judgments": 6, "n_failed": 0, "model": {"model_id": "m"}}
+    truthfulqa = {"n": 2, "truthful": 0.5, "truthful_ci95": [0.1, 0.9], "informative": 1.0,
+                  "informative_ci95": [0.3, 1.0], "truthful_informative": 0.5, "truthful_informative_ci95": [0.1, 0.9],
+                  "judges": {}, "n_scored": 4, "answers": {"model_id": "m"}}
+    for name, data, model in (("a", pairwise, JudgeSummary), ("b", truthfulqa, TruthfulQAJudgeSummary)):
+        path = tmp_path / name / "summary.json"
+        write_json_atomic(path, data)  # written before summaries named their kind
+        record = read_judge_summary(path)
+        assert type(record) is model and record.model_dump()["kind"] == model.model_fields["kind"].default
+        assert record.model_dump(mode="json")["n_scored" if model is TruthfulQAJudgeSummary else "model"] == data[
+            "n_scored" if model is TruthfulQAJudgeSummary else "model"]  # extra fields are kept
+    write_json_atomic(tmp_path / "c" / "summary.json", {"n": 1})
+    with pytest.raises(UserError, match=r"summary.json: not a selfalign judge summary .*rerun `selfalign judge`"):
+        read_judge_summary(tmp_path / "c" / "summary.json")
+    write_json_atomic(tmp_path / "d" / "summary.json", {**truthfulqa, "kind": "truthfulqa_judge", "n": "many"})
+    with pytest.raises(UserError, match=r"field 'n'"):
+        read_judge_summary(tmp_path / "d" / "summary.json")

@@ -136,6 +136,7 @@ def test_run_evaluates_every_checkpoint_judges_and_reports_then_reuses(tmp_path,
         validate_file(run_dir / "pipeline" / stage_dir / "manifest.json", "stage_manifest")
     for rel in systems[2]["judge_dirs"].values():
         assert validate_file(run_dir / rel / "judgments.jsonl", "judgment") == 2 * 2  # questions x orders
+        assert validate_file(run_dir / rel / "summary.json", "judge_summary") == 1
 
     # rerun: nothing is evaluated or judged again, the judge is not even contacted
     again = run(cfg, Console(file=open(os.devnull, "w")), pipeline_runner=fake)

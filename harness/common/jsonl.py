@@ -27,10 +27,14 @@ from pydantic import BaseModel, ValidationError
 
 from harness.common.errors import UserError
 from harness.common.records import (
+    JUDGE_SUMMARY_KINDS,
     MANIFEST_KINDS,
+    JudgeSummary,
     PipelineManifest,
     RunManifest,
     StageManifest,
+    TruthfulQAJudgeSummary,
+    infer_judge_summary_kind,
     infer_manifest_kind,
 )
 
@@ -242,6 +246,19 @@ def read_manifest_file(path: str | Path) -> StageManifest | PipelineManifest | R
             "rerun the command that wrote it"
         )
     return _validate(path, MANIFEST_KINDS[kind], {**data, "kind": kind}, f"{kind} manifest", REGENERATE)
+
+
+def read_judge_summary(path: str | Path) -> JudgeSummary | TruthfulQAJudgeSummary:
+    """A judge's ``summary.json`` (Vicuna-80 pairwise or TruthfulQA), told apart by its ``kind``;
+    summaries written before ``kind`` existed are recognised here by their fields."""
+    data = read_json(path)
+    kind = (data.get("kind") or infer_judge_summary_kind(data)) if isinstance(data, dict) else None
+    if kind not in JUDGE_SUMMARY_KINDS:
+        raise UserError(
+            f"{path}: not a selfalign judge summary (kind {kind!r}; expected one of {', '.join(JUDGE_SUMMARY_KINDS)}); "
+            "rerun `selfalign judge` or `selfalign judge truthfulqa`"
+        )
+    return _validate(path, JUDGE_SUMMARY_KINDS[kind], {**data, "kind": kind}, "judge summary", REGENERATE)
 
 
 def _validate(path: str | Path, model: type[M], data: Any, what: str, fix: str) -> M:

@@ -20,7 +20,9 @@ Pipeline files (``selfalign pipeline run --output DIR``)::
 
 Evaluation files: ``selfalign run``'s ``manifest.json`` is a RunManifest (kind "run") listing
 SystemEntry, EvalUnitRecord and JudgeUnitRecord entries; ``selfalign judge`` writes Judgment
-lines and ``selfalign judge truthfulqa`` TruthfulQAJudgment lines to ``judgments.jsonl``.
+lines and ``selfalign judge truthfulqa`` TruthfulQAJudgment lines to ``judgments.jsonl``; their
+``summary.json`` files are a JudgeSummary (kind "pairwise_judge") and a TruthfulQAJudgeSummary
+(kind "truthfulqa_judge").
 lm-eval's own files (``results.json``, ``samples_*.jsonl``) keep lm-eval's format.
 """
 
@@ -295,6 +297,53 @@ class TruthfulQAJudgment(Record):
     info_judge: str
 
 
+class JudgeSummary(OpenRecord):
+    """``selfalign judge``'s ``summary.json``: one model against one opponent on Vicuna-80 (the
+    full field list is in ``harness.judge``'s docstring; fields beyond these are kept)."""
+
+    kind: Literal["pairwise_judge"] = "pairwise_judge"
+    benchmark: str
+    relative_score: float | None
+    wins: int | float  # a verdict split between two orders can count half
+    ties: int | float
+    losses: int | float
+    n_questions: int
+    n_judgments: int
+    n_failed: int
+
+
+class TruthfulQAJudgeSummary(OpenRecord):
+    """``selfalign judge truthfulqa``'s ``summary.json``: the three fractions with Wilson 95%
+    intervals (null without answers), the judges and how many log-likelihoods this run computed."""
+
+    kind: Literal["truthfulqa_judge"] = "truthfulqa_judge"
+    n: int
+    truthful: float | None
+    truthful_ci95: list[float] | None
+    informative: float | None
+    informative_ci95: list[float] | None
+    truthful_informative: float | None
+    truthful_informative_ci95: list[float] | None
+    judges: dict[str, Any]
+    n_scored: int
+    answers: dict[str, Any]
+
+
+# the ``kind`` of a judge's summary.json -> its model
+JUDGE_SUMMARY_KINDS: dict[str, type[JudgeSummary | TruthfulQAJudgeSummary]] = {
+    "pairwise_judge": JudgeSummary, "truthfulqa_judge": TruthfulQAJudgeSummary,
+}
+
+
+def infer_judge_summary_kind(data: dict[str, Any]) -> str | None:
+    """The kind of a judge summary written before summaries named it."""
+    if "truthful" in data and "truthful_informative" in data:
+        return "truthfulqa_judge"
+    if "relative_score" in data:
+        return "pairwise_judge"
+    return None
+
+
 # name -> (model, where selfalign writes it): what `selfalign ls schemas` lists and exports
 RECORDS: dict[str, tuple[type[BaseModel], str]] = {
     "prompt": (PromptRecord, "pipeline 01_*/prompts.jsonl"),
@@ -308,6 +357,8 @@ RECORDS: dict[str, tuple[type[BaseModel], str]] = {
     "run_manifest": (RunManifest, "selfalign run <output>/<name>/manifest.json"),
     "judgment": (Judgment, "selfalign judge judgments.jsonl"),
     "truthfulqa_judgment": (TruthfulQAJudgment, "selfalign judge truthfulqa judgments.jsonl"),
+    "judge_summary": (JudgeSummary, "selfalign judge summary.json"),
+    "truthfulqa_judge_summary": (TruthfulQAJudgeSummary, "selfalign judge truthfulqa summary.json"),
 }
 
 

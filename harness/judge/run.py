@@ -28,7 +28,7 @@ from harness.common.jsonl import iter_typed, write_json_atomic, write_jsonl_atom
 from harness.common.preflight import check_output_dir
 from harness.common.progress_bar import progress_bar
 from harness.common.provenance import run_provenance, to_jsonable
-from harness.common.records import Judgment
+from harness.common.records import JudgeSummary, Judgment
 from harness.common.redact import mask_secrets
 from harness.common.registry import lookup
 from harness.data import manifest
@@ -339,7 +339,7 @@ def _judge_locked(cfg, out_dir, api_key, prompts, model, baseline, chosen, missi
     write_jsonl_atomic(out_dir / JUDGMENTS_FILE, (Judgment.model_validate(r) for r in records))
 
     summary = _summary(cfg, records, orders, model, baseline, prompts, missing, stats, request_model, time.monotonic() - started)
-    write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    write_json_atomic(out_dir / SUMMARY_FILE, JudgeSummary.model_validate(summary))
     return summary
 
 
@@ -373,6 +373,7 @@ def _summary(cfg, records, orders, model, baseline, prompts, missing, stats, req
     aggregate = summarize(records, orders, cfg.seed)
     request_s = stats.request_seconds
     return {
+        "kind": "pairwise_judge",
         "schema_version": SCHEMA_VERSION,
         "benchmark": "vicuna80",
         "relative_score": aggregate.pop("relative_score"),

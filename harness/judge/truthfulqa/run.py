@@ -17,7 +17,7 @@ from harness.common import stats
 from harness.common.errors import UserError
 from harness.common.jsonl import read_records, write_json_atomic, write_jsonl_atomic
 from harness.common.provenance import run_provenance
-from harness.common.records import TruthfulQAJudgment
+from harness.common.records import TruthfulQAJudgeSummary, TruthfulQAJudgment
 from harness.common.run_files import judged_samples_file
 from harness.judge.truthfulqa.scoring import (
     DEFAULT_BACKEND,
@@ -104,7 +104,7 @@ def run_truthfulqa_judge(cfg: TruthfulQAJudgeConfig) -> dict[str, Any]:
             "truth_judge": judges["truth"].fingerprint, "info_judge": judges["info"].fingerprint,
         })
     n = len(records)
-    summary: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "n": n}
+    summary: dict[str, Any] = {"kind": "truthfulqa_judge", "schema_version": SCHEMA_VERSION, "n": n}
     for measure in ("truthful", "informative", "truthful_informative"):
         k = sum(r[measure] for r in records)
         summary[measure] = k / n if n else None
@@ -119,5 +119,5 @@ def run_truthfulqa_judge(cfg: TruthfulQAJudgeConfig) -> dict[str, Any]:
     )
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out / "judgments.jsonl", (TruthfulQAJudgment.model_validate(r) for r in records))
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", TruthfulQAJudgeSummary.model_validate(summary))
     return summary
