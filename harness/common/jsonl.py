@@ -238,27 +238,24 @@ def read_manifest_file(path: str | Path) -> StageManifest | PipelineManifest | R
     """A ``manifest.json`` of any kind (StageManifest, PipelineManifest or RunManifest), told apart
     by its ``kind``. Manifests written before ``kind`` existed are recognised, once, here: by
     their ``systems`` (run), ``stages`` (pipeline) or ``stage`` and ``status`` (stage) keys."""
-    data = read_json(path)
-    kind = (data.get("kind") or infer_manifest_kind(data)) if isinstance(data, dict) else None
-    if kind not in MANIFEST_KINDS:
-        raise UserError(
-            f"{path}: not a selfalign manifest (kind {kind!r}; expected one of {', '.join(MANIFEST_KINDS)}); "
-            "rerun the command that wrote it"
-        )
-    return _validate(path, MANIFEST_KINDS[kind], {**data, "kind": kind}, f"{kind} manifest", REGENERATE)
+    return _read_by_kind(path, MANIFEST_KINDS, infer_manifest_kind, "manifest", "rerun the command that wrote it")
 
 
 def read_judge_summary(path: str | Path) -> JudgeSummary | TruthfulQAJudgeSummary:
     """A judge's ``summary.json`` (Vicuna-80 pairwise or TruthfulQA), told apart by its ``kind``;
     summaries written before ``kind`` existed are recognised here by their fields."""
+    return _read_by_kind(
+        path, JUDGE_SUMMARY_KINDS, infer_judge_summary_kind, "judge summary",
+        "rerun `selfalign judge` or `selfalign judge truthfulqa`",
+    )
+
+
+def _read_by_kind(path, kinds: dict[str, type[M]], infer, what: str, fix: str) -> M:
     data = read_json(path)
-    kind = (data.get("kind") or infer_judge_summary_kind(data)) if isinstance(data, dict) else None
-    if kind not in JUDGE_SUMMARY_KINDS:
-        raise UserError(
-            f"{path}: not a selfalign judge summary (kind {kind!r}; expected one of {', '.join(JUDGE_SUMMARY_KINDS)}); "
-            "rerun `selfalign judge` or `selfalign judge truthfulqa`"
-        )
-    return _validate(path, JUDGE_SUMMARY_KINDS[kind], {**data, "kind": kind}, "judge summary", REGENERATE)
+    kind = (data.get("kind") or infer(data)) if isinstance(data, dict) else None
+    if kind not in kinds:
+        raise UserError(f"{path}: not a selfalign {what} (kind {kind!r}; expected one of {', '.join(kinds)}); {fix}")
+    return _validate(path, kinds[kind], {**data, "kind": kind}, f"{kind} {what}", REGENERATE)
 
 
 def _validate(path: str | Path, model: type[M], data: Any, what: str, fix: str) -> M:
