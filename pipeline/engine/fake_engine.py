@@ -69,7 +69,7 @@ class FakeEngine:
 
     def _self_instruct(self, prompt: str, rng: random.Random) -> str:
         seeds = _SEED_INSTRUCTION.findall(prompt) or ["Describe the weather"]
-        vocabulary = fake_text.WORDS + tuple(w for s in seeds for w in s.lower().split() if w.isalpha())
+        vocabulary = fake_text.LEXICON + tuple(w for s in seeds for w in s.lower().split() if w.isalpha())
         n = int(_NEXT_NUMBER.search(prompt).group(1))
         blocks = []
         for k in range(self.instructions_per_completion):
@@ -94,7 +94,8 @@ class FakeEngine:
     def _topics(self, rng: random.Random) -> str:
         lines = []
         for i in range(2, 11):
-            words = rng.sample(fake_text.WORDS, rng.choice((1, 2, 2, 3)))
+            # From the whole lexicon: at paper counts each question type needs ~5,000 distinct topics.
+            words = rng.sample(fake_text.LEXICON, rng.choice((1, 2, 2, 3)))
             lines.append(f"{i}. " + " ".join(w.capitalize() for w in words))
         lines[rng.randrange(len(lines))] = f"{lines[0].split('. ')[0]}. lowercase topic"  # dropped by the parser
         return "\n".join(lines) + "\n11. Part"

@@ -29,6 +29,28 @@ WORDS = tuple(
 )
 
 
+def _pseudo_words(n: int, seed: int = 0) -> tuple[str, ...]:
+    """``n`` distinct pronounceable non-words, always the same ones."""
+    rng = random.Random(seed)
+    onsets = "b c d f g h j k l m n p r s t v w z br cl cr dr fl fr gl gr pl pr sl st tr".split()
+    vowels = "a e i o u ai ea ee io oa ou".split()
+    codas = ("", "", "n", "r", "s", "l", "t", "nd", "st", "m")
+    words: set[str] = set()
+    while len(words) < n:
+        syllables = "".join(rng.choice(onsets) + rng.choice(vowels) for _ in range(rng.randint(1, 3)))
+        words.add(syllables + rng.choice(codas))
+    return tuple(sorted(words))
+
+
+# The fake engine's Self-Instruct vocabulary. With WORDS alone (about 100 words) nearly every new
+# instruction shares words with every other, and the ROUGE-L index scores far more pairs than on
+# real instructions: at 120k candidates, 666 exact pairs and 548 us per candidate, against 156
+# pairs and 307 us for `selfalign bench dedup`'s stream drawn from the real data. 1,500 more
+# words bring the fake stream to 265 pairs and 335 us, so a paper-count dry run measures the
+# filter at about its real cost.
+LEXICON = WORDS + _pseudo_words(1500)
+
+
 def novel(template: str, rng: random.Random, vocabulary: tuple[str, ...] | list[str], keep: float = 0.35) -> str:
     """A new instruction in ``template``'s sentence shape: most words replaced from ``vocabulary``."""
     words = template.split() or ["Describe"]
