@@ -34,3 +34,14 @@ def test_non_terminal_output_gets_plain_lines_at_an_interval():
 def test_terminal_output_keeps_the_rich_bar():
     progress = progress_bar(console=Console(file=io.StringIO(), force_terminal=True))
     assert not isinstance(progress, PlainLineProgress)
+
+
+def test_large_counts_print_as_integers():
+    out = io.StringIO()
+    progress = progress_bar(console=Console(file=out, force_terminal=False), line_interval_s=0.01)
+    progress.start()
+    task = progress.add_task("stage 1: novelty filter", total=1_184_000)
+    progress.update(task, completed=241_664)
+    time.sleep(0.05)
+    progress.stop()
+    assert "stage 1: novelty filter: 241664/1184000 (20%)" in out.getvalue()

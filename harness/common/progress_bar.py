@@ -60,7 +60,7 @@ class PlainLineProgress(Progress):
 
     def line(self, task: Task) -> str:
         label = Text.from_markup(self._label.format(task=task)).plain
-        done = f"{task.completed:g}/{task.total:g} ({task.percentage:.0f}%)" if task.total else f"{task.completed:g}"
+        done = f"{_count(task.completed)}/{_count(task.total)} ({task.percentage:.0f}%)" if task.total else _count(task.completed)
         text = f"{label}: {done} elapsed {_duration(task.elapsed)} eta {_duration(task.time_remaining)}"
         if self._extra is not None:
             text += " " + Text.from_markup(self._extra.format(task=task)).plain
@@ -94,3 +94,8 @@ class PlainLineProgress(Progress):
             self._thread = None
         self.print_changed()
         super().stop()
+
+
+def _count(value: float) -> str:
+    """1184000 as ``1184000``, not ``1.184e+06`` (rich keeps counts as floats)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
