@@ -131,11 +131,6 @@ def test_a_forbidden_import_breaks_its_contract(tmp_path, contract):
     assert f"{importer} -> {imported} (l.1)" in proc.stdout
 
 
-# Engineer "split" of issue 13 rewrites these and hoists their imports; the integrator removes
-# this allowance after merging (see /work/notes/13-layers.md).
-IMPORTS_ALLOWANCE: set[str] = set()
-
-
 def _undeclared_function_imports(source: str) -> list[int]:
     """Line numbers of imports inside a function that carry no ``deferred: <why>`` comment, on
     the import's first line or in the comment lines above the block of imports it belongs to."""
@@ -163,8 +158,6 @@ def test_imports_sit_at_module_level_unless_deferred():
     for package in _importlinter()["root_packages"]:
         for path in sorted((ROOT / package).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
-            if any(rel == a or (a.endswith("/") and rel.startswith(a)) for a in IMPORTS_ALLOWANCE):
-                continue
             offenders += [f"{rel}:{n}" for n in _undeclared_function_imports(path.read_text())]
     assert not offenders, f"imports inside functions without a `# deferred: <why>` comment: {offenders}"
 
