@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pipeline.training.trainer as trainer_module
 from harness.common.config import load_config
 from harness.common.errors import UserError
 from pipeline.training import LoraTrainConfig, TrainExample, train_lora
@@ -164,10 +165,14 @@ def _tokenized(n: int, seed: int = 0) -> list[TokenizedExample]:
     return out
 
 
+def _as_tokenized(window: list[TokenizedExample]) -> list[TokenizedExample]:
+    return window
+
+
 def test_step_plans_cover_each_example_once_per_epoch_and_keep_processes_in_step():
     examples = _tokenized(23)
     world, accum, micro = 2, 3, 2  # window of 12: steps of 12 and 11 examples
-    planners = [StepPlanner(examples, micro_batch_size=micro, grad_accum=accum, world_size=world, rank=r,
+    planners = [StepPlanner(examples, _as_tokenized, micro_batch_size=micro, grad_accum=accum, world_size=world, rank=r,
                             epochs=2, seed=7) for r in range(world)]
     assert planners[0].total_steps == 4
     for epoch in range(2):
@@ -184,9 +189,37 @@ def test_step_plans_cover_each_example_once_per_epoch_and_keep_processes_in_step
             seen.update(ex.id for ex in real)
         assert seen == Counter({ex.id: 1 for ex in examples})
     # Deterministic: a fresh planner (a resumed run) plans the same step identically.
-    again = StepPlanner(examples, micro_batch_size=micro, grad_accum=accum, world_size=world, rank=1, epochs=2, seed=7)
+    again = StepPlanner(examples, _as_tokenized, micro_batch_size=micro, grad_accum=accum, world_size=world, rank=1, epochs=2, seed=7)
     assert again.plan(3) == planners[1].plan(3)
     assert planners[0].epoch_order(0) != planners[0].epoch_order(1)  # reshuffled each epoch
+
+
+def test_planner_tokenizes_only_the_planned_window_and_skips_examples_without_answer_tokens():
+    examples = _tokenized(20)
+    for i in (3, 11, 12):  # truncation left these without an answer token
+        examples[i] = TokenizedExample(examples[i].id, examples[i].input_ids, n_masked=len(examples[i].input_ids))
+    windows = []
+
+    def tokenize(window):
+        windows.append([ex.id for ex in window])
+        return window
+
+    planner = StepPlanner(examples, tokenize, micro_batch_size=2, grad_accum=2, world_size=1, rank=0, epochs=1, seed=3)
+    assert windows == []  # nothing is tokenized up front
+    plans = [planner.plan(step) for step in range(planner.total_steps)]
+    assert [len(w) for w in windows] == [4] * 5 and sorted(sum(windows, [])) == sorted(ex.id for ex in examples)
+    trained = [ex.id for plan in plans for mb in plan.micro_batches for ex in mb if ex.n_loss_tokens]
+    assert sorted(trained) == sorted(ex.id for i, ex in enumerate(examples) if i not in (3, 11, 12))
+    assert sum(plan.n_skipped for plan in plans) == 3
+    assert [plan.n_examples + plan.n_skipped for plan in plans] == [4] * 5
+    for plan, window in zip(plans, windows, strict=True):
+        assert plan.n_micro_batches == math.ceil(plan.n_examples / 2)
+        assert plan.n_skipped == sum(ex in {"e3", "e11", "e12"} for ex in window)
+
+    masked = [TokenizedExample(ex.id, ex.input_ids, n_masked=len(ex.input_ids)) for ex in examples[:4]]
+    all_masked = StepPlanner(masked, _as_tokenized, micro_batch_size=2, grad_accum=2, world_size=1, rank=0, epochs=1, seed=3)
+    with pytest.raises(UserError, match="none of the 4 examples of update 1 keeps an answer token within max_length; raise max_length"):
+        all_masked.plan(0)
 
 
 # ---------------------------------------------------------------- model and loss
@@ -348,6 +381,26 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_model_dir, tmp
     assert not (tmp_path / "cut" / "checkpoints").exists()
 
 
+def test_examples_left_without_answer_tokens_are_skipped_and_counted(tiny_model_dir, tmp_path, tokenizer, monkeypatch):
+    long_prompt = "Question: What is the capital of France? " * 12 + "\n\n### Dromedary\n"
+    examples = tiny_examples(8) + [{"id": f"long{i}", "prompt": long_prompt, "answer": "Paris."} for i in range(4)]
+    (cut,) = tokenize_examples(tokenizer, [TrainExample(**examples[-1])], max_length=64, add_eos=False)
+    assert cut.n_loss_tokens == 0  # the prompt alone fills max_length
+    result = train_lora(tiny_config(effective_batch_size=4, micro_batch_size=2), examples, tiny_model_dir, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert result.steps == 3 and result.n_train_examples == 12 and result.n_dropped_examples == 4
+    assert sum(r["skipped"] for r in records) == 4 and sum(r["examples"] for r in records) == 8
+    assert result.loss_tokens == 2 * sum(t.n_loss_tokens for t in tokenize_examples(
+        tokenizer, [TrainExample(**e) for e in examples[:4]], max_length=64, add_eos=False))
+    # A max_length that leaves no answer token is refused before the model is loaded.
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(trainer_module, "load_base_model", no_model)
+    with pytest.raises(UserError, match="keeps an answer token within max_length; raise max_length"):
+        train_lora(tiny_config(max_length=4), tiny_examples(8), tiny_model_dir, tmp_path / "short")
+
+
 def test_completed_run_is_reused_and_a_different_run_refused(tiny_model_dir, tmp_path):
     cfg = tiny_config(epochs=1, holdout=2)
     first = train_lora(cfg, tiny_examples(10), tiny_model_dir, tmp_path / "run")
@@ -424,7 +477,7 @@ def test_per_microbatch_loss_is_the_mean_of_micro_batch_means(tiny_model_dir, tm
     token_cfg = tiny_config(effective_batch_size=6, micro_batch_size=2)
     per_token = train_lora(token_cfg, examples, tiny_model_dir, tmp_path / "tok")
     tokenized = tokenize_examples(tokenizer, [TrainExample(**e) for e in examples], max_length=64, add_eos=False)
-    plan = StepPlanner(tokenized, micro_batch_size=2, grad_accum=3, world_size=1, rank=0, epochs=1, seed=cfg.seed).plan(0)
+    plan = StepPlanner(tokenized, _as_tokenized, micro_batch_size=2, grad_accum=3, world_size=1, rank=0, epochs=1, seed=cfg.seed).plan(0)
     base = load_base_model(tiny_model_dir, "float32")
     sums, counts = [], []
     with torch.no_grad():

@@ -24,7 +24,7 @@ from pipeline.config import PipelineConfig, VerboseCloneConfig
 from pipeline.engine.base import GenerationRequest, SamplingParams
 from pipeline.inputs import fingerprint, read_input_text
 from pipeline.manifest import DropCounter
-from pipeline.sharding import LazyRequests, generate_sharded, request_seed
+from pipeline.sharding import GenerationStats, LazyRequests, generate_sharded, request_seed
 from pipeline.stages.answer_filters import (
     END_OF_TURN,
     VERBOSE_BOUNDARIES,
@@ -104,60 +104,14 @@ class VerboseCloneStage:
 
     def run(self, ctx: StageContext) -> StageResult | None:
         s4 = ctx.cfg.stage4
-        # Every prompt stage 2 answered, kept or not (the reference reused all its inputs).
-        prompts = read_answered_prompts(ctx)
-        if s4.include_identity_prompts:
-            prompts += load_identity_examples(ctx.data_dir, s4.max_identity_prompts)
-        if s4.max_prompts is not None:
-            prompts = prompts[: s4.max_prompts]
-        meta = read_input_text(s4.prompt, ctx.data_dir, "stage4.prompt").strip()
-        requests = LazyRequests(
-            prompts,
-            lambda p: GenerationRequest(p["id"], verbose_prompt(meta, p["instruction"], p.get("input", "")), request_seed(ctx.cfg.seed, f"verbose:{p['id']}")),
-            [p["id"] for p in prompts],
-        )
-        params = SamplingParams(
-            max_new_tokens=s4.max_new_tokens, temperature=s4.temperature, top_p=s4.top_p,
-            stop=(TURN_MARKER,) if s4.stop_at_next_turn else (),
-            tritoken_frequency_penalty=s4.tritoken_frequency_penalty,
-            quadtoken_frequency_penalty=s4.quadtoken_frequency_penalty,
-            frequency_penalty_min_id=s4.frequency_penalty_min_id,
-            **budget_params(ctx.cfg, "verbose_clone"),
-        )
-        adapter = ctx.upstream_path("engrave", "adapter")
-        outputs, stats = generate_sharded(
-            "verbose_clone", requests, params, gen_dir=ctx.stage_dir / "generations", dist=ctx.dist,
-            engine=lambda: ctx.engine(ctx.cfg.model.base, str(adapter)), shared_prefix=meta,
-            chunk_size=ctx.cfg.engine.chunk_size, on_progress=ctx.progress_callback("stage 4: verbose answers"),
-        )
-        ctx.release_engines()  # free the engraved model before training
-        counter = DropCounter()
-        kept: list[dict[str, Any]] = []
-
-        def judged():
-            for prompt, out in zip(prompts, outputs, strict=True):
-                v = parse_verbose_output(out["text"], out["finish_reason"], instruction=prompt["instruction"], input_text=prompt.get("input", ""), cfg=s4)
-                counter.drop(v.reason) if v.reason else counter.keep()
-                rec = AnswerRecord(
-                    id=prompt["id"], instruction=prompt["instruction"], input=prompt.get("input", ""),
-                    origin=prompt["origin"], raw_output=out["text"], finish_reason=out["finish_reason"],
-                    kept=v.reason is None, answer=v.answer, drop_reason=v.reason, drop_detail=v.detail,
-                )
-                if v.reason is None:
-                    kept.append({"id": rec.id, "instruction": rec.instruction, "input": rec.input, "output": v.answer})
-                yield rec
-
-        # Written as judged, never held as a list of every record (each holds its raw output).
-        if ctx.dist.is_main:
-            write_records(ctx.stage_dir / "records.jsonl", judged(), AnswerRecord)
-        else:
-            deque(judged(), maxlen=0)
+        kept, counter, stats = judged_verbose_answers(ctx)
         if not kept:
             raise UserError(
                 f"{ctx.stage_dir / 'records.jsonl'}: all {counter.produced} verbose answers were dropped "
                 f"({_reasons(counter)}); nothing to train on; answer more prompts (stage4.max_prompts, stage 2 counts)"
             )
         examples = training_examples(kept, meta_prompt_texts(s4.meta_prompts, ctx.data_dir, "stage4.meta_prompts"))
+        del kept  # 358k dicts at paper scale; training needs only the examples
         if ctx.dist.is_main:
             write_train_records(ctx.stage_dir / "train.jsonl", examples, ["verbose_clone"] * len(examples))
         if ctx.generate_only:
@@ -170,6 +124,62 @@ class VerboseCloneStage:
         if result.merged_dir:
             outputs_map["merged"] = "merged"
         return StageResult(outputs=outputs_map, primary=["adapter"], counts=counter.as_dict(), generation=stats.as_dict(), training=summary)
+
+
+def judged_verbose_answers(ctx: StageContext) -> tuple[list[dict[str, Any]], DropCounter, GenerationStats]:
+    """Generate (or resume) the verbose answers, judge them, and write ``records.jsonl``; returns
+    the kept ``{id, instruction, input, output}`` pairs. The prompts and raw outputs stay in here,
+    so they are freed before training."""
+    s4 = ctx.cfg.stage4
+    # Every prompt stage 2 answered, kept or not (the reference reused all its inputs).
+    prompts = read_answered_prompts(ctx)
+    if s4.include_identity_prompts:
+        prompts += load_identity_examples(ctx.data_dir, s4.max_identity_prompts)
+    if s4.max_prompts is not None:
+        prompts = prompts[: s4.max_prompts]
+    meta = read_input_text(s4.prompt, ctx.data_dir, "stage4.prompt").strip()
+    requests = LazyRequests(
+        prompts,
+        lambda p: GenerationRequest(p["id"], verbose_prompt(meta, p["instruction"], p.get("input", "")), request_seed(ctx.cfg.seed, f"verbose:{p['id']}")),
+        [p["id"] for p in prompts],
+    )
+    params = SamplingParams(
+        max_new_tokens=s4.max_new_tokens, temperature=s4.temperature, top_p=s4.top_p,
+        stop=(TURN_MARKER,) if s4.stop_at_next_turn else (),
+        tritoken_frequency_penalty=s4.tritoken_frequency_penalty,
+        quadtoken_frequency_penalty=s4.quadtoken_frequency_penalty,
+        frequency_penalty_min_id=s4.frequency_penalty_min_id,
+        **budget_params(ctx.cfg, "verbose_clone"),
+    )
+    adapter = ctx.upstream_path("engrave", "adapter")
+    outputs, stats = generate_sharded(
+        "verbose_clone", requests, params, gen_dir=ctx.stage_dir / "generations", dist=ctx.dist,
+        engine=lambda: ctx.engine(ctx.cfg.model.base, str(adapter)), shared_prefix=meta,
+        chunk_size=ctx.cfg.engine.chunk_size, on_progress=ctx.progress_callback("stage 4: verbose answers"),
+    )
+    ctx.release_engines()  # free the engraved model before training
+    counter = DropCounter()
+    kept: list[dict[str, Any]] = []
+
+    def judged():
+        for prompt, out in zip(prompts, outputs, strict=True):
+            v = parse_verbose_output(out["text"], out["finish_reason"], instruction=prompt["instruction"], input_text=prompt.get("input", ""), cfg=s4)
+            counter.drop(v.reason) if v.reason else counter.keep()
+            rec = AnswerRecord(
+                id=prompt["id"], instruction=prompt["instruction"], input=prompt.get("input", ""),
+                origin=prompt["origin"], raw_output=out["text"], finish_reason=out["finish_reason"],
+                kept=v.reason is None, answer=v.answer, drop_reason=v.reason, drop_detail=v.detail,
+            )
+            if v.reason is None:
+                kept.append({"id": rec.id, "instruction": rec.instruction, "input": rec.input, "output": v.answer})
+            yield rec
+
+    # Written as judged, never held as a list of every record (each holds its raw output).
+    if ctx.dist.is_main:
+        write_records(ctx.stage_dir / "records.jsonl", judged(), AnswerRecord)
+    else:
+        deque(judged(), maxlen=0)
+    return kept, counter, stats
 
 
 def _reasons(counter: DropCounter) -> str:

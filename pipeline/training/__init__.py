@@ -10,6 +10,8 @@ Multi-process: ``accelerate launch --config_file configs/accelerate/<cfg>.yaml -
 from pipeline.training.config import LoraTrainConfig
 from pipeline.training.data import TrainExample, load_examples_jsonl
 from pipeline.training.model import merge_adapter
-from pipeline.training.trainer import TrainResult, train_lora
+from pipeline.training.trainer import TRAINER_VERSION, TrainResult, train_lora
 
-__all__ = ["LoraTrainConfig", "TrainExample", "TrainResult", "load_examples_jsonl", "merge_adapter", "train_lora"]
+__all__ = [
+    "TRAINER_VERSION", "LoraTrainConfig", "TrainExample", "TrainResult", "load_examples_jsonl", "merge_adapter", "train_lora",
+]

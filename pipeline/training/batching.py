@@ -1,27 +1,35 @@
 """Which examples each process trains on at each optimizer step: a pure function of the step.
 
 Every epoch visits the training set in a seeded permutation (the same on every process). Update
-``k`` of an epoch uses the window ``order[k*E : (k+1)*E]`` of E = realized batch examples. The
-window is sorted by length and cut into micro-batches dealt round-robin to (process,
-accumulation slot); since the loss is normalized by the window's answer-token count, how the
-window is split does not change the update, so sorting only saves padding. Every process runs
-exactly ``grad_accum`` micro-batches per update (DDP and DeepSpeed need matching collectives): a
-slot left empty by a short final window runs a "filler" whose labels are all masked, which adds
-exactly zero to the gradient. Because a step's plan depends on nothing but (seed, step), resuming
-from a checkpoint needs no sampler state, and every process knows the global token count without
-communicating.
+``k`` of an epoch uses the window ``order[k*E : (k+1)*E]`` of E = realized batch examples. Only
+that window is tokenized, when its step is planned: tokens are never held for the whole set, so
+memory does not grow with the example count, and a run capped by ``max_steps`` tokenizes only
+the windows it trains on. An example left without answer tokens by truncation to ``max_length``
+is skipped within its window (the reference kept it with every label masked, which adds nothing
+to the loss but still took a slot). The window is sorted by length and cut into micro-batches
+dealt round-robin to (process, accumulation slot); since the loss is normalized by the window's
+answer-token count, how the window is split does not change the update, so sorting only saves
+padding. Every process runs exactly ``grad_accum`` micro-batches per update (DDP and DeepSpeed
+need matching collectives): a slot left empty by a short final window runs a "filler" whose
+labels are all masked, which adds exactly zero to the gradient. Because a step's plan depends on
+nothing but (seed, step), resuming from a checkpoint needs no sampler state, and every process
+knows the global token count without communicating.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Generic, TypeVar
 
 import torch
 
+from harness.common.errors import UserError
 from pipeline.training.data import TokenizedExample
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class StepPlan:
     n_examples: int  # in the whole window (all processes)
     n_loss_tokens: int  # answer tokens in the whole window: the per-token loss denominator
     n_micro_batches: int = 1  # real (non-filler) micro-batches in the whole window: the per-micro-batch one
+    n_skipped: int = 0  # examples of the window without an answer token within max_length
 
 
 def filler_example(template: TokenizedExample) -> TokenizedExample:
@@ -43,12 +52,14 @@ def filler_example(template: TokenizedExample) -> TokenizedExample:
     return TokenizedExample(id=f"filler:{template.id}", input_ids=ids, n_masked=len(ids))
 
 
-class StepPlanner:
-    """Plans optimizer updates over ``examples`` for process ``rank`` of ``world_size``."""
+class StepPlanner(Generic[T]):
+    """Plans optimizer updates over ``examples`` for process ``rank`` of ``world_size``;
+    ``tokenize`` turns one window of them into ``TokenizedExample`` records, in order."""
 
     def __init__(
         self,
-        examples: Sequence[TokenizedExample],
+        examples: Sequence[T],
+        tokenize: Callable[[list[T]], list[TokenizedExample]],
         *,
         micro_batch_size: int,
         grad_accum: int,
@@ -59,7 +70,8 @@ class StepPlanner:
     ):
         if not examples:
             raise ValueError("no training examples to plan over")
-        self.examples = list(examples)
+        self.examples = examples
+        self.tokenize = tokenize
         self.micro_batch_size = micro_batch_size
         self.grad_accum = grad_accum
         self.world_size = world_size
@@ -83,9 +95,15 @@ class StepPlanner:
             raise ValueError(f"step {step} outside 0..{self.total_steps - 1}")
         epoch, k = divmod(step, self.steps_per_epoch)
         indices = self.epoch_order(epoch)[k * self.window : (k + 1) * self.window]
-        # Longest first; ties by position in the permutation, so the order is deterministic.
-        indices = sorted(indices, key=lambda i: -len(self.examples[i].input_ids))
-        window = [self.examples[i] for i in indices]
+        tokenized = self.tokenize([self.examples[i] for i in indices])
+        trainable = [ex for ex in tokenized if ex.n_loss_tokens > 0]
+        if not trainable:
+            raise UserError(
+                f"none of the {len(tokenized)} examples of update {step + 1} keeps an answer token within "
+                "max_length; raise max_length"
+            )
+        # Longest first; sorted() is stable, so ties keep their permutation order: deterministic.
+        window = sorted(trainable, key=lambda ex: -len(ex.input_ids))
         chunks = [window[i : i + self.micro_batch_size] for i in range(0, len(window), self.micro_batch_size)]
         filler = filler_example(window[-1])
         mine = []
@@ -99,4 +117,5 @@ class StepPlanner:
             n_examples=len(window),
             n_loss_tokens=sum(ex.n_loss_tokens for ex in window),
             n_micro_batches=len(chunks),
+            n_skipped=len(tokenized) - len(trainable),
         )

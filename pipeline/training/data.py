@@ -36,8 +36,8 @@ class TrainExample:
 
 @dataclass(frozen=True)
 class TokenizedExample:
-    """Token ids (compact int32, ~4 bytes a token: 258k examples stay well under 1 GB per process)
-    and how many leading tokens are prompt (labels there are IGNORE_INDEX)."""
+    """Token ids (compact int32) and how many leading tokens are prompt (labels there are
+    IGNORE_INDEX). The trainer makes these for one step's window at a time (``batching``)."""
 
     id: str
     input_ids: array

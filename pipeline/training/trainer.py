@@ -23,7 +23,8 @@ import math
 import os
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ from pipeline.training.schedule import lr_multiplier
 log = logging.getLogger(__name__)
 
 # Bump when a change to this package changes what a run computes, so cached results are not reused.
-TRAINER_VERSION = "1"
+TRAINER_VERSION = "2"  # 2: examples without answer tokens are skipped within their step's window
 RESULT_FILE = "train_result.json"
 LOG_FILE = "train_log.jsonl"
 
@@ -81,9 +82,9 @@ class TrainResult:
     loss_tokens: int  # answer tokens that carried loss
     seconds: float  # wall-clock of the updates (over all resumes; excludes loading and saving)
     seconds_per_step: float
-    n_train_examples: int
-    n_holdout_examples: int
-    n_dropped_examples: int  # no answer token left after truncation to max_length
+    n_train_examples: int  # the training split (all examples but the holdout)
+    n_holdout_examples: int  # with an answer token within max_length
+    n_dropped_examples: int  # skipped by the updates run: no answer token left within max_length
     holdout_loss: float | None
     world_size: int
     grad_accum_steps: int
@@ -120,10 +121,9 @@ class TrainingSetup:
     accelerator: Any
     tokenizer: Any
     pad_id: int
-    train_set: list[TokenizedExample]
+    train_set: list[TrainExample]  # tokenized one step's window at a time, by the planner
     holdout_set: list[TokenizedExample]
-    n_dropped: int
-    planner: StepPlanner
+    planner: StepPlanner[TrainExample]
     total_steps: int
     start_step: int  # updates already done by an interrupted run (0 for a fresh one)
     model: torch.nn.Module | None
@@ -230,9 +230,15 @@ def setup_training(
             cfg.effective_batch_size, run.realized_batch_size, cfg.micro_batch_size, run.world_size, run.grad_accum,
         )
     tokenizer = load_tokenizer(base_model)
-    train_set, holdout_set, n_dropped = _split_and_tokenize(cfg, examples, tokenizer)
+    train_set, holdout = _split(cfg, examples)
+
+    def tokenize(window: list[TrainExample]) -> list[TokenizedExample]:
+        return tokenize_examples(tokenizer, window, max_length=cfg.max_length, add_eos=cfg.add_eos)
+
+    holdout_set = [ex for ex in tokenize(holdout) if ex.n_loss_tokens > 0]
     planner = StepPlanner(
         train_set,
+        tokenize,
         micro_batch_size=cfg.micro_batch_size,
         grad_accum=run.grad_accum,
         world_size=run.world_size,
@@ -242,6 +248,9 @@ def setup_training(
     )
     total_steps = min(planner.total_steps, cfg.max_steps or planner.total_steps)
     resume = _resumable_checkpoint(output_dir, run.identity)
+    first_step = int(resume[1]["step"]) if resume is not None else 0
+    if first_step < total_steps:
+        planner.plan(first_step)  # a max_length that leaves no answer token fails here, before the model loads
     model, optimizer = _setup_model_and_optimizer(cfg, accelerator, base_model, peft_init, resume)
     start_step = _restore_optimizer(accelerator, optimizer, resume)
     if resume is not None and accelerator.is_main_process:
@@ -249,7 +258,7 @@ def setup_training(
     return TrainingSetup(
         cfg=cfg, run=run, output_dir=output_dir, base_model=base_model, peft_init=peft_init,
         accelerator=accelerator, tokenizer=tokenizer, pad_id=padding_id(tokenizer),
-        train_set=train_set, holdout_set=holdout_set, n_dropped=n_dropped, planner=planner,
+        train_set=train_set, holdout_set=holdout_set, planner=planner,
         total_steps=total_steps, start_step=start_step, model=model, optimizer=optimizer,
     )
 
@@ -314,9 +323,9 @@ def train_loop(setup: TrainingSetup, on_step: StepCallback | None = None) -> Loo
     horizon = setup.total_steps
     try:
         with StepProgress(main, setup.total_steps, setup.start_step) as advance:
-            for step in range(setup.start_step, setup.total_steps):
+            for plan in _planned_ahead(setup.planner, setup.start_step, setup.total_steps):
+                step = plan.step
                 lr_scale = lr_multiplier(step, warmup_steps=cfg.warmup_steps, total_steps=horizon)
-                plan = setup.planner.plan(step)
                 record = _train_step(accelerator, setup.model, setup.optimizer, plan, cfg, setup.pad_id, lr_scale)
                 records.append(record)
                 if main:
@@ -330,6 +339,17 @@ def train_loop(setup: TrainingSetup, on_step: StepCallback | None = None) -> Loo
         if writer is not None:
             writer.close()
     return LoopResult(records)
+
+
+def _planned_ahead(planner: StepPlanner, start: int, stop: int) -> Iterator[StepPlan]:
+    """The plans of updates ``start .. stop-1``, each next one tokenized in a thread while the
+    current update runs (fast tokenizers release the GIL), so the loop never waits on it."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as pool:
+        upcoming = pool.submit(planner.plan, start) if start < stop else None
+        for step in range(start, stop):
+            plan = upcoming.result()
+            upcoming = pool.submit(planner.plan, step + 1) if step + 1 < stop else None
+            yield plan
 
 
 def _save_checkpoint(setup: TrainingSetup, step: int) -> None:
@@ -412,6 +432,12 @@ def _train_result(
     digests: list[str] | None,
 ) -> TrainResult:
     seconds = sum(r["seconds"] for r in records)
+    n_dropped = sum(r["skipped"] for r in records)
+    if n_dropped and setup.accelerator.is_main_process:
+        log.warning(
+            "%d of the %d examples in the windows trained on have no answer token within max_length=%d and were skipped",
+            n_dropped, n_dropped + sum(r["examples"] for r in records), setup.cfg.max_length,
+        )
     return TrainResult(
         adapter_dir=str(adapter_dir),
         merged_dir=str(merged_dir) if merged_dir else None,
@@ -425,7 +451,7 @@ def _train_result(
         seconds_per_step=round(seconds / max(1, len(records)), 3),
         n_train_examples=len(setup.train_set),
         n_holdout_examples=len(setup.holdout_set),
-        n_dropped_examples=setup.n_dropped,
+        n_dropped_examples=n_dropped,
         holdout_loss=holdout_loss,
         world_size=setup.run.world_size,
         grad_accum_steps=setup.run.grad_accum,
@@ -457,29 +483,13 @@ def _is_deepspeed(accelerator: Any) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
-def _split_and_tokenize(
-    cfg: LoraTrainConfig, examples: list[TrainExample], tokenizer: Any
-) -> tuple[list[TokenizedExample], list[TokenizedExample], int]:
-    """Seeded held-out split, then tokenization; drops examples left without answer tokens."""
+def _split(cfg: LoraTrainConfig, examples: list[TrainExample]) -> tuple[list[TrainExample], list[TrainExample]]:
+    """A seeded held-out split: (train, holdout), each in the given order."""
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     held = set(order[: cfg.holdout])
     train = [ex for i, ex in enumerate(examples) if i not in held]
     holdout = [ex for i, ex in enumerate(examples) if i in held]
-    kwargs = {"max_length": cfg.max_length, "add_eos": cfg.add_eos}
-    train_tok = tokenize_examples(tokenizer, train, **kwargs)
-    kept = [ex for ex in train_tok if ex.n_loss_tokens > 0]
-    n_dropped = len(train_tok) - len(kept)
-    if n_dropped:
-        log.warning(
-            "%d of %d training examples have no answer token within max_length=%d and are skipped",
-            n_dropped, len(train_tok), cfg.max_length,
-        )
-    if not kept:
-        raise UserError(
-            f"no training example has an answer token within max_length={cfg.max_length}; raise max_length"
-        )
-    holdout_tok = [ex for ex in tokenize_examples(tokenizer, holdout, **kwargs) if ex.n_loss_tokens > 0]
-    return kept, holdout_tok, n_dropped
+    return train, holdout
 
 
 def _train_step(
@@ -542,6 +552,7 @@ def _train_step(
         # A non-finite norm (an fp16 overflow step the scaler skips) is logged as a string: JSON has no inf.
         "grad_norm": None if grad_norm is None else round(grad_norm, 6) if math.isfinite(grad_norm) else str(grad_norm),
         "examples": plan.n_examples,
+        "skipped": plan.n_skipped,
         "tokens": int(counts),
         "loss_tokens": plan.n_loss_tokens,
         "seconds": round(time.perf_counter() - started, 3),

@@ -42,7 +42,7 @@ from harness.judge.truthfulqa.scoring import (
     resolve_judge,
 )
 from harness.models import resolve_pretrained
-from pipeline.training import train_lora
+from pipeline.training import TRAINER_VERSION, train_lora
 from pipeline.training.config import LoraTrainConfig
 
 FINETUNE_FILES = {kind: f"truthfulqa/data/finetune_{kind}.jsonl" for kind in KINDS}
@@ -185,7 +185,8 @@ def base_fingerprint(base: str) -> str:
 
 def train_identity(kind: str, base: str, cfg: JudgeTrainConfig, data_sha256: str) -> str:
     return config_hash(
-        {"kind": kind, "base": base_fingerprint(base), "config": asdict(cfg), "data": data_sha256},
+        # The trainer's version too: a judge cached before a trainer change is retrained.
+        {"kind": kind, "base": base_fingerprint(base), "config": asdict(cfg), "data": data_sha256, "trainer": TRAINER_VERSION},
         salt=JUDGE_TRAIN_VERSION,
     )
 
