@@ -321,20 +321,26 @@ def test_update_does_not_depend_on_how_the_batch_is_split(tiny_model_dir, tmp_pa
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def _train_until_crash(cfg: LoraTrainConfig, examples: list[dict], model_dir: Path, out: Path, *, after_step: int) -> None:
+    """Train into ``out``, interrupted by an exception raised once update ``after_step`` is logged."""
+
+    class Crash(Exception):
+        pass
+
+    def crash(record):
+        if record["step"] == after_step:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_lora(cfg, examples, model_dir, out, on_step=crash)
+
+
 def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path):
     cfg = tiny_config(effective_batch_size=4, micro_batch_size=2, lora_dropout=0.1, checkpoint_every=2, epochs=2)
     examples = tiny_examples(10)  # 3 steps per epoch, 6 in all; the last window of each epoch is short
     full = train_lora(cfg, examples, tiny_model_dir, tmp_path / "full")
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_step_3(record):
-        if record["step"] == 3:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train_lora(cfg, examples, tiny_model_dir, tmp_path / "cut", on_step=crash_after_step_3)
+    _train_until_crash(cfg, examples, tiny_model_dir, tmp_path / "cut", after_step=3)
     assert (tmp_path / "cut" / "checkpoints" / "step_0000002" / "trainer_state.json").is_file()
     resumed = train_lora(cfg, examples, tiny_model_dir, tmp_path / "cut")
     assert resumed.resumed_from_step == 2
@@ -354,15 +360,7 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_model_dir, tmp
     examples = tiny_examples(12)  # 10 trained: 3 steps per epoch, 6 in all
     full = train_lora(cfg, examples, tiny_model_dir, tmp_path / "full")
 
-    class Crash(Exception):
-        pass
-
-    def crash_in_second_epoch(record):
-        if record["step"] == 5:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train_lora(cfg, examples, tiny_model_dir, tmp_path / "cut", on_step=crash_in_second_epoch)
+    _train_until_crash(cfg, examples, tiny_model_dir, tmp_path / "cut", after_step=5)  # in the second epoch
     resumed = train_lora(cfg, examples, tiny_model_dir, tmp_path / "cut")
     assert (full.resumed_from_step, resumed.resumed_from_step) == (0, 4)
     timing = {"seconds", "seconds_per_step", "peak_rss_mb", "resumed_from_step", "adapter_dir", "merged_dir"}

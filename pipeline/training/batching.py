@@ -90,6 +90,7 @@ class StepPlanner(Generic[T]):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return tuple(torch.randperm(len(self.examples), generator=generator).tolist())
 
+    @lru_cache(maxsize=2)  # noqa: B019 (the trainer plans its first step early, to fail before loading the model)
     def plan(self, step: int) -> StepPlan:
         if not 0 <= step < self.total_steps:
             raise ValueError(f"step {step} outside 0..{self.total_steps - 1}")

@@ -121,9 +121,8 @@ class TrainingSetup:
     accelerator: Any
     tokenizer: Any
     pad_id: int
-    train_set: list[TrainExample]  # tokenized one step's window at a time, by the planner
     holdout_set: list[TokenizedExample]
-    planner: StepPlanner[TrainExample]
+    planner: StepPlanner[TrainExample]  # holds the training split, tokenized one window at a time
     total_steps: int
     start_step: int  # updates already done by an interrupted run (0 for a fresh one)
     model: torch.nn.Module | None
@@ -250,7 +249,7 @@ def setup_training(
     resume = _resumable_checkpoint(output_dir, run.identity)
     first_step = int(resume[1]["step"]) if resume is not None else 0
     if first_step < total_steps:
-        planner.plan(first_step)  # a max_length that leaves no answer token fails here, before the model loads
+        planner.plan(first_step)  # a max_length that leaves no answer token fails here, before the model loads (plan is cached)
     model, optimizer = _setup_model_and_optimizer(cfg, accelerator, base_model, peft_init, resume)
     start_step = _restore_optimizer(accelerator, optimizer, resume)
     if resume is not None and accelerator.is_main_process:
@@ -258,7 +257,7 @@ def setup_training(
     return TrainingSetup(
         cfg=cfg, run=run, output_dir=output_dir, base_model=base_model, peft_init=peft_init,
         accelerator=accelerator, tokenizer=tokenizer, pad_id=padding_id(tokenizer),
-        train_set=train_set, holdout_set=holdout_set, planner=planner,
+        holdout_set=holdout_set, planner=planner,
         total_steps=total_steps, start_step=start_step, model=model, optimizer=optimizer,
     )
 
@@ -413,7 +412,7 @@ def _save_adapter(
     holdout_loss = _holdout_loss(accelerator, model, setup.holdout_set, setup.cfg, setup.pad_id)
     if accelerator.is_main_process:
         save_adapter(accelerator.unwrap_model(model), adapter_state, setup.tokenizer, adapter_dir)
-        n_train, n_holdout = len(setup.train_set), len(setup.holdout_set)
+        n_train, n_holdout = len(setup.planner.examples), len(setup.holdout_set)
         details = {"n_train_examples": n_train, "n_holdout_examples": n_holdout, **(card or {})}
         details["counts"] = {**(details.get("counts") or {}), "train examples": n_train, "holdout examples": n_holdout}
         details.setdefault("command", current_command())
@@ -449,7 +448,7 @@ def _train_result(
         loss_tokens=sum(r["loss_tokens"] for r in records),
         seconds=round(seconds, 3),
         seconds_per_step=round(seconds / max(1, len(records)), 3),
-        n_train_examples=len(setup.train_set),
+        n_train_examples=len(setup.planner.examples),
         n_holdout_examples=len(setup.holdout_set),
         n_dropped_examples=n_dropped,
         holdout_loss=holdout_loss,
