@@ -98,6 +98,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench-generation-json-dir", ["bench", "generation", "--model", "TINY", "--json", "WS"], "is a directory; pass a file path"),
     ("bench-meta-prompt", ["bench", "scoring", "--model", "TINY", "--meta-prompt", "shouty"], "unknown meta prompt 'shouty'"),
     ("bench-limit", ["bench", "scoring", "--model", "TINY", "--limit", "-1"], "--limit -1: must be at least 1"),
+    ("bench-scoring-no-tasks", ["bench", "scoring", "--model", "TINY", "--tasks", ","], "--tasks names no set; name one or more of truthfulqa_tf, hhh"),
+    ("bench-dedup-json-dir", ["bench", "dedup", "--n", "10", "--json", "WS"], "is a directory; pass a file path"),
+    ("bench-dedup-check-prefix", ["bench", "dedup", "--n", "10", "--check-prefix", "-1"], "--check-prefix -1: need n >= 1 and check-prefix >= 0"),
     # selfalign ls / validate
     ("ls-unknown", ["ls", "taskz"], "did you mean 'tasks'"),
     ("validate-data-dir", ["validate", "--data-dir", "/nonexistent"], "/nonexistent"),

@@ -101,8 +101,8 @@ def _preflight(args) -> None:
 
 
 def _run_scoring(args) -> int:
-    # deferred: the bench modules load torch, transformers and lm-eval; registering the
-    # subcommand must stay cheap (`selfalign --help` imports every cli module)
+    # deferred: the bench modules load torch, transformers and lm-eval; `selfalign bench --help`
+    # must stay cheap
     from harness.bench.scoring import ScoringBenchConfig, run_scoring_bench
 
     _preflight(args)
@@ -149,10 +149,11 @@ def _run_dedup(args) -> int:
     # deferred: as in _run_scoring (the stream's sources and the filter load rouge-score)
     from harness.bench.dedup import DedupBenchConfig, run_dedup_bench
 
+    _preflight(args)
     record = run_dedup_bench(
         DedupBenchConfig(
             n=_positive("--n", args.n),
-            check_prefix=max(0, args.check_prefix),
+            check_prefix=args.check_prefix,
             seed=args.seed,
             data_dir=args.data_dir,
             json=args.json,

@@ -21,6 +21,7 @@ import re
 import resource
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -211,7 +212,7 @@ def measure_dedup(cfg: DedupBenchConfig) -> DedupMeasurement:
     return DedupMeasurement(
         seeds=len(seeds), kinds=made, stream_s=stream_s, reasons=reasons, wall_s=wall, cpu_s=cpu,
         peak_rss_mb=peak, pairs_exact=pool.pairs_exact,
-        pairs_all_pairs_equivalent=_all_pairs_count(len(seeds), verdicts), check_prefix=prefix,
+        pairs_all_pairs_equivalent=_all_pairs_count(len(seeds), (v.reason for v in verdicts)), check_prefix=prefix,
         decisions_identical=check.get("identical"), first_difference=check.get("first_difference"),
         naive_wall_s=check.get("wall_s"), naive_cpu_s=check.get("cpu_s"), naive_pairs=check.get("pairs"),
     )
@@ -227,13 +228,7 @@ def _check_prefix(seeds: list[str], candidates: list[str], verdicts: list[Any], 
     if got != expected:
         i = next(i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b)
         first_difference = {"index": i, "candidate": candidates[i], "indexed": got[i], "all_pairs": expected[i]}
-    # pairs the all-pairs loop scored: each non-duplicate candidate against the pool of its time
-    pool_size, pairs = len(seeds), 0
-    for reason, _, _ in expected:
-        if reason != "duplicate":
-            pairs += pool_size
-        if reason is None:
-            pool_size += 1
+    pairs = _all_pairs_count(len(seeds), (reason for reason, _, _ in expected))
     return {"identical": got == expected, "first_difference": first_difference, "wall_s": wall, "cpu_s": cpu, "pairs": pairs}
 
 
@@ -263,12 +258,13 @@ def dedup_record(cfg: DedupBenchConfig, m: DedupMeasurement) -> DedupRecord:
     )
 
 
-def _all_pairs_count(seeds: int, verdicts) -> int:
-    """Pairs the all-pairs loop would score on the whole stream (non-duplicates x pool size)."""
+def _all_pairs_count(seeds: int, reasons: Iterable[str | None]) -> int:
+    """Pairs the all-pairs loop scores over a run of verdicts (their drop reasons, None = kept):
+    each non-duplicate candidate against the pool of its time."""
     pool, total = seeds, 0
-    for v in verdicts:
-        if v.reason != "duplicate":
+    for reason in reasons:
+        if reason != "duplicate":
             total += pool
-        if v.reason is None:
+        if reason is None:
             pool += 1
     return total

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from lm_eval.models.huggingface import HFLM
-from lm_eval.tasks import TaskManager
 
-import tasks
 from harness.backends.selfalign_hf import SelfAlignHFLM
 from harness.bench.flops import ModelSize, floor_flops, model_size
 from harness.bench.machine import Clock, machine_info, matmul_gflops
 from harness.bench.report import write_report
+from harness.common.errors import UserError
 from harness.common.registry import lookup
 from harness.data import resolve_data_dir
 from harness.models import resolve_pretrained
+from harness.task_registry import task_manager
 
 # bench set name -> lm-eval task or group name (tasks/)
 TASK_SETS: dict[str, str] = {
@@ -47,21 +46,13 @@ class ScoringBenchConfig:
     json: str | None = None
 
 
-def _task_dir() -> Path:
-    return Path(tasks.__file__).parent
-
-
 def build_instances(
     cfg: ScoringBenchConfig, set_name: str, tokenizer_dir: str
 ) -> list[tuple[Any, Any]]:
     """(task, Instance) pairs for one bench set, exactly as ``simple_evaluate`` would build them."""
     task_name = lookup("bench task set", set_name, TASK_SETS, "--tasks")
     data_dir = str(resolve_data_dir(cfg.data_dir)[0])
-    manager = TaskManager(
-        include_path=[str(_task_dir())],
-        include_defaults=False,
-        metadata={"data_dir": data_dir, "meta_prompt": cfg.meta_prompt, "tokenizer": tokenizer_dir},
-    )
+    manager = task_manager({"data_dir": data_dir, "meta_prompt": cfg.meta_prompt, "tokenizer": tokenizer_dir})
     pairs = []
     for task in manager.load([task_name])["tasks"].values():
         task.build_all_requests(limit=cfg.limit, rank=0, world_size=1)
@@ -207,6 +198,8 @@ def measure_scoring(cfg: ScoringBenchConfig) -> ScoringMeasurement:
     The machine is shared, so the two backends run interleaved, a few documents at a time and
     alternating which goes first: a neighbour's burst then slows both alike instead of one.
     """
+    if not cfg.tasks:
+        raise UserError(f"--tasks names no set; name one or more of {', '.join(TASK_SETS)}")
     for name in cfg.tasks:
         lookup("bench task set", name, TASK_SETS, "--tasks")
     pretrained = str(resolve_pretrained(cfg.model))
