@@ -87,10 +87,10 @@ def _run(args) -> int:
 
 def _stages(args) -> int:
     # deferred: pipeline.config and the runner import torch (seconds); `selfalign pipeline --help` does not
-    from pipeline.runner import STAGES, stage_dir_name
+    from pipeline.runner import list_stages
 
-    for s in STAGES:
-        print(f"{s.number}  {s.name:<20} {s.title:<42} -> <output>/{stage_dir_name(s)}/")
+    for name, details in list_stages():
+        print(f"{name:<20} {details}")
     return 0
 
 

@@ -69,6 +69,11 @@ def stage_dir_name(stage: Stage) -> str:
     return f"{stage.number:02d}_{stage.name}"
 
 
+def list_stages() -> list[tuple[str, str]]:
+    """(name, what it is and where it writes) of every stage, in order: ``selfalign ls stages``."""
+    return [(s.name, f"stage {s.number}: {s.title} -> <output>/{stage_dir_name(s)}/") for s in STAGES]
+
+
 def select_stages(spec: str | Sequence[str | int] | None) -> list[Stage]:
     """``"1,2,4"``, ``"self_align,engrave"``, ``"all"`` or None (all), in pipeline order."""
     if spec is None or spec == "all":

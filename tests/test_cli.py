@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from harness.cli import SUBCOMMANDS, build_parser
+from harness.ls_cli import LISTINGS, _resolve
+from pipeline.runner import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "lm_eval", "numpy", "matplotlib", "peft")
@@ -54,3 +56,10 @@ def test_a_command_imports_its_own_module_only():
     loaded = _loaded_after(["report", "--help"])
     assert "reports.cli" in loaded
     assert not {module for module, _ in SUBCOMMANDS.values() if module != "reports.cli"} & loaded
+
+
+def test_every_listing_resolves_and_lists_something():
+    for what in LISTINGS:
+        rows = _resolve(what)()
+        assert rows and all(isinstance(name, str) and isinstance(details, str) for name, details in rows), what
+    assert [name for name, _ in _resolve("stages")()] == [s.name for s in STAGES]
