@@ -19,12 +19,14 @@ from harness.judge.truthfulqa.train import (
     load_finetune,
     roc_auc,
     split_by_question,
+    train_identity,
     train_judge,
 )
 from pipeline.training.config import LoraTrainConfig
 from tasks.truthfulqa.utils import build_gen_docs
 from tests.schema_check import validate_file
 from tests.servers import scripted_servers
+from tests.tiny_model import build_tiny_model
 
 ANSWERS = ["Nothing happens.", "I have no comment.", "", "They originated in China."]
 
@@ -163,6 +165,18 @@ def test_auc_and_majority_metrics():
     assert m["accuracy"] == pytest.approx(4 / 6) and m["majority_accuracy"] == 0.5
     assert m["accuracy_minus_majority"] == pytest.approx(4 / 6 - 0.5) and m["n"] == 6
     assert roc_auc([0.1, 0.2], [1, 1]) is None
+
+
+def test_a_cached_judge_is_keyed_on_its_base_weights_not_their_shapes(tmp_path):
+    # Two bases with the same config, file names and sizes, different weights: a judge trained
+    # on one must never be reused for the other.
+    a = build_tiny_model(tmp_path / "a", seed=0)
+    b = build_tiny_model(tmp_path / "b", seed=1)
+    assert (a / "config.json").read_bytes() == (b / "config.json").read_bytes()
+    assert (a / "model.safetensors").stat().st_size == (b / "model.safetensors").stat().st_size
+    cfg = JudgeTrainConfig()
+    assert train_identity("truth", str(a), cfg, "d") != train_identity("truth", str(b), cfg, "d")
+    assert train_identity("truth", str(a), cfg, "d") == train_identity("truth", str(tmp_path / "a"), cfg, "d")
 
 
 def test_train_judge_writes_metrics_and_reuses_them(tiny_model_dir, data_dir, tmp_path):

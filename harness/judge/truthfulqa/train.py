@@ -16,7 +16,6 @@ identity returns it without training or scoring).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -30,6 +29,7 @@ from scipy.stats import mannwhitneyu
 from harness import data
 from harness.common.config import load_config
 from harness.common.errors import UserError
+from harness.common.fingerprint import content_fingerprint
 from harness.common.jsonl import iter_numbered, write_json_atomic, write_jsonl_atomic
 from harness.common.paths import cache_root
 from harness.common.provenance import config_hash, run_provenance, sha256_file
@@ -171,22 +171,10 @@ def heldout_metrics(p_yes: list[float], labels: list[int]) -> dict[str, Any]:
     }
 
 
-def base_fingerprint(base: str) -> str:
-    """Content identity of a base model directory: sha256 of its config and weight-file sizes."""
-    path = resolve_pretrained(base)
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*")):
-        if f.is_file() and f.suffix in (".safetensors", ".bin", ".json", ".gguf", ".model"):
-            h.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
-            if f.name == "config.json":
-                h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def train_identity(kind: str, base: str, cfg: JudgeTrainConfig, data_sha256: str) -> str:
     return config_hash(
         # The trainer's version too: a judge cached before a trainer change is retrained.
-        {"kind": kind, "base": base_fingerprint(base), "config": asdict(cfg), "data": data_sha256, "trainer": TRAINER_VERSION},
+        {"kind": kind, "base": content_fingerprint(resolve_pretrained(base)), "config": asdict(cfg), "data": data_sha256, "trainer": TRAINER_VERSION},
         salt=JUDGE_TRAIN_VERSION,
     )
 
