@@ -333,7 +333,7 @@ def _run_stage(
         manifest["resumed"] = isinstance(decision, Resume)  # then wall_s covers this run only; generation stats all runs
         console.rule(f"{label}: {stage.title}" + (" (resuming)" if manifest["resumed"] else ""))
     else:
-        dist.wait_for(lambda: _manifest_hash(stage_dir) == cfg_hash, f"rank 0 to prepare {stage_dir}")
+        dist.wait_for(lambda: _prepared_by_rank_0(stage_dir, cfg_hash), f"rank 0 to prepare {stage_dir}")
         manifest = read_manifest(stage_dir) or {}
 
     ctx = StageContext(
@@ -418,8 +418,11 @@ def _finish(stage_dir: Path, manifest: dict[str, Any], result: StageResult, wall
     )
 
 
-def _manifest_hash(stage_dir: Path) -> str | None:
-    return (read_manifest(stage_dir) or {}).get("config_hash")
+def _prepared_by_rank_0(stage_dir: Path, cfg_hash: str) -> bool:
+    """Rank 0 has started (or resumed) this run of the stage. A complete manifest with the same
+    hash is the earlier run's, still there while rank 0 moves it aside (its outputs went missing)."""
+    manifest = read_manifest(stage_dir) or {}
+    return manifest.get("config_hash") == cfg_hash and manifest.get("status") != "complete"
 
 
 def _count_line(counts: dict[str, Any]) -> str:

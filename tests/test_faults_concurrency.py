@@ -151,3 +151,20 @@ def test_pipeline_rank_0_holds_the_lock_for_all_ranks(tmp_path, holder, tiny_mod
     assert all(s["skipped"] for s in summary["stages"].values())  # rank 1 took no lock
     with pytest.raises(DirectoryLockedError):
         run(cfg, harness.out, "1,2", dist=DistContext(rank=0, world_size=2), **kwargs)
+
+
+def test_other_ranks_wait_for_rank_0_to_restart_a_complete_stage_whose_outputs_went_missing(tmp_path):
+    # The earlier run's complete manifest has the very hash of the restart: until rank 0 has moved
+    # it aside and started afresh, the other ranks must not take it for this run's.
+    from pipeline.manifest import finish_manifest, start_manifest
+    from pipeline.runner import _prepared_by_rank_0
+
+    stage_dir = tmp_path / "01_stage"
+    stage_dir.mkdir()
+    fields = dict(stage="tgrt_self_instruct", number=1, title="t", config={}, upstream={}, data_files={}, world_size=2)
+    started = start_manifest(stage_dir, cfg_hash="h1", **fields)
+    assert _prepared_by_rank_0(stage_dir, "h1") and not _prepared_by_rank_0(stage_dir, "h2")
+    finish_manifest(stage_dir, started, {"outputs": {}, "output_hash": "x", "counts": {}}, 1.0)
+    assert not _prepared_by_rank_0(stage_dir, "h1")
+    start_manifest(stage_dir, cfg_hash="h1", **fields)  # rank 0's restart
+    assert _prepared_by_rank_0(stage_dir, "h1")
