@@ -83,6 +83,7 @@ from pipeline.runner import run as run_pipeline
 from reports.baselines import load_registry
 from reports.build import ReportOptions, build_report
 from reports.collect import BASELINE, CHECKPOINT, RUN_MANIFEST
+from tasks.vicuna80.utils import GEN_PRESETS
 
 EVAL_KEY_VERSION = "1"
 JUDGE_KEY_VERSION = "1"
@@ -113,7 +114,7 @@ class EvalSection:
     limits: dict[str, float] = field(default_factory=dict)  # ... or per task, e.g. {hhh: 10}
     gen_kwargs: dict[str, str] = field(default_factory=dict)  # per task, e.g. {vicuna80: "max_gen_toks=128"}
     # Vicuna-80 generation preset (tasks/vicuna80 GEN_PRESETS): paper, or reference_demo (needs selfalign-hf)
-    gen_preset: str = "paper"
+    gen_preset: str = field(default="paper", metadata={"choices": tuple(GEN_PRESETS)})
     batch_size: int = 8
     extra_model_args: str = ""  # appended to every local model's model_args (e.g. dtype=float32)
     meta_prompt: str | None = None  # checkpoints' prompt framing; None = the tasks' paper default
@@ -557,6 +558,14 @@ def _check_inputs(cfg: RunConfig):
         checkpoint_label(name)
     registry = load_registry([_resolve_path(f, "baseline_files") for f in cfg.baseline_files])
     baselines = baseline_models(cfg, registry)
+    if cfg.judge.enabled:
+        for kind in (PAIRWISE_JUDGE, TRUTHFULQA_JUDGE):
+            if len(judged := judged_tasks(cfg.eval.tasks, kind)) > 1:
+                # Its output directories and summaries are named by system and opponent, not task.
+                raise UserError(
+                    f"eval.tasks: {', '.join(judged)} are all judged by the {kind} judge, which judges one task "
+                    "per run; run them in separate runs (separate --output)"
+                )
     if cfg.judge.enabled and judged_tasks(cfg.eval.tasks, PAIRWISE_JUDGE):
         for opponent in cfg.judge.opponents:
             _opponent_spec(opponent, registry)

@@ -81,6 +81,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("run-enabled-maybe", [*RUN, "--set", "pipeline.enabled=maybe"], "pipeline.enabled: expected true or false, got 'maybe'"),
     ("run-orders", [*RUN, "--set", "judge.orders=7"], "judge.orders: expected one of both, baseline_first, model_first, got 7"),
     ("run-meta-prompt", [*RUN, "--set", "eval.meta_prompt=shouty"], "unknown meta prompt 'shouty'"),
+    ("run-gen-preset", [*RUN, "--set", "eval.gen_preset=papr"], "eval.gen_preset: expected one of paper, reference_demo, got 'papr'; did you mean 'paper'"),
     ("run-gen-kwargs", [*RUN, "--set", "eval.gen_kwargs={vicuna80: max_gen_toks=abc}"], "max_gen_toks='abc' must be an integer"),
     ("run-batch-size", [*RUN, "--set", "eval.batch_size=-1"], "eval.batch_size: must be at least 1"),
     ("run-timeout", [*RUN, "--set", "judge.timeout_s=-1"], "judge.timeout_s: must be > 0"),

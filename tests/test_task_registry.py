@@ -27,6 +27,7 @@ from harness.task_registry import (
 )
 from orchestration.run import (
     ModelToEvaluate,
+    _check_inputs,
     _gen_preset,
     load_run_config,
     plan_eval_units,
@@ -157,6 +158,10 @@ def test_a_fifth_pairwise_judged_benchmark_gets_judge_units(fifth_benchmark, tmp
     assert [(u.system.model_id, u.task, u.opponent) for u in units] == [("a", "fake5", str(opponent)), ("b", "fake5", str(opponent)), ("b", "fake5", "a")]
     assert {u.answers_dir for u in units} == {run_dir / "eval" / "fake5" / m for m in ("a", "b")}
     assert {u.payload["limit"] for u in units} == {0.5}
+    # Two tasks for the one pairwise judge would share its output directories: refused up front.
+    two = load_run_config(None, ["eval.tasks=[vicuna80,fake5]"])
+    with pytest.raises(UserError, match="eval.tasks: vicuna80, fake5 are all judged by the pairwise judge"):
+        _check_inputs(two)
 
 
 def test_a_fifth_benchmark_gets_a_report_table(fifth_benchmark, tmp_path):
