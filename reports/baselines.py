@@ -204,11 +204,7 @@ def list_baselines() -> list[tuple[str, str]]:
     return rows
 
 
-def _known_backends() -> set[str] | None:
-    return set(backend_names())
-
-
-def _check_model(b: Baseline, backends: set[str] | None) -> list[str]:
+def _check_model(b: Baseline, backends: set[str]) -> list[str]:
     spec = b.model
     assert spec is not None
     where = f"{b.source}: baselines.{b.name}.model"
@@ -217,7 +213,7 @@ def _check_model(b: Baseline, backends: set[str] | None) -> list[str]:
     except UserError as exc:
         return [f"{where}: {exc}"]
     problems = []
-    if backends is not None and spec.backend is not None and spec.backend not in backends:
+    if spec.backend is not None and spec.backend not in backends:
         problems.append(f"{where}: unknown lm-eval backend {spec.backend!r}; {did_you_mean(spec.backend, backends) or 'see: selfalign ls backends'}")
     if spec.backend is None or spec.backend in LOCAL_BACKENDS:
         pretrained = str(args.get("pretrained", ""))
@@ -242,7 +238,7 @@ def validate_baselines() -> list[str]:
     except UserError as exc:
         return [str(exc)]
     reported_rows = {row for t in reported.tables.values() for row in t.rows}
-    backends = _known_backends()
+    backends = set(backend_names())
     seen: dict[str, str] = {}
     for path in _baseline_files(directory):
         try:
