@@ -8,6 +8,7 @@ resuming, moving stale outputs aside, timing, manifests, and waiting between ran
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,10 @@ from rich.progress import Progress
 from harness.common.errors import UserError
 from harness.common.jsonl import iter_typed, write_jsonl_atomic
 from harness.common.progress_bar import progress_bar
+from harness.common.records import AnswerRecord
 from pipeline.config import PipelineConfig
 from pipeline.engine.base import EngineFactory, GenerationEngine
+from pipeline.manifest import DropCounter
 from pipeline.sharding import DistContext
 
 R = TypeVar("R", bound=BaseModel)
@@ -152,3 +155,20 @@ def write_records(path: Path, records: Iterable[dict[str, Any] | BaseModel], mod
     half-written file); each record is validated as it is written (a dict becomes a ``model``).
     ``records`` may be a generator, so nothing needs to hold them all."""
     write_jsonl_atomic(path, (r if isinstance(r, model) else model.model_validate(r) for r in records))
+
+
+def write_answer_records(ctx: StageContext, records: Iterable[AnswerRecord]) -> DropCounter:
+    """Write a stage's judged answers to ``records.jsonl`` as they are judged (never held as a list
+    of 360k records, each with its raw output) and count them; other ranks only count."""
+    counter = DropCounter()
+
+    def counted() -> Iterable[AnswerRecord]:
+        for rec in records:
+            counter.keep() if rec.kept else counter.drop(rec.drop_reason)
+            yield rec
+
+    if ctx.dist.is_main:
+        write_records(ctx.stage_dir / "records.jsonl", counted(), AnswerRecord)
+    else:
+        deque(counted(), maxlen=0)
+    return counter

@@ -14,7 +14,6 @@ answer or drop reason), ``constitution.txt`` (the rendered prompt) and ``constit
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import asdict
 from typing import Any
 
@@ -23,7 +22,6 @@ from pipeline import constitution as const
 from pipeline.config import PipelineConfig, SelfAlignConfig
 from pipeline.engine.base import GenerationRequest, SamplingParams
 from pipeline.inputs import fingerprint, load_prompts_file
-from pipeline.manifest import DropCounter
 from pipeline.sharding import LazyRequests, generate_sharded, request_seed
 from pipeline.stages.answer_filters import (
     END_OF_TURN,
@@ -32,7 +30,12 @@ from pipeline.stages.answer_filters import (
     cut_repetition,
     drop_truncated_word,
 )
-from pipeline.stages.base import StageContext, StageResult, read_upstream, write_records
+from pipeline.stages.base import (
+    StageContext,
+    StageResult,
+    read_upstream,
+    write_answer_records,
+)
 from pipeline.stages.common import budget_params, generation_identity
 
 NEXT_TURN = "\n\nUser:"
@@ -165,8 +168,6 @@ class SelfAlignStage:
             shared_prefix=rendered + " ", chunk_size=ctx.cfg.engine.chunk_size,
             on_progress=ctx.progress_callback("stage 2: self-aligned answers"),
         )
-        counter = DropCounter()
-
         def judged():
             for prompt, out in zip(prompts, outputs, strict=True):
                 verdict = parse_self_align_output(
@@ -174,18 +175,13 @@ class SelfAlignStage:
                     self_identification=constitution.self_identification, cfg=s2,
                     stop_string=out.get("stop_string"),
                 )
-                counter.drop(verdict.reason) if verdict.reason else counter.keep()
                 yield AnswerRecord(
                     id=prompt.id, instruction=prompt.instruction, input=prompt.input, origin=prompt.origin,
                     raw_output=out["text"], finish_reason=out["finish_reason"], kept=verdict.reason is None,
                     answer=verdict.answer, drop_reason=verdict.reason, drop_detail=verdict.detail,
                 )
 
-        # Written as judged, never held as a second list of 360k records.
-        if ctx.dist.is_main:
-            write_records(ctx.stage_dir / "records.jsonl", judged(), AnswerRecord)
-        else:
-            deque(judged(), maxlen=0)
+        counter = write_answer_records(ctx, judged())
         return StageResult(
             outputs={"records": "records.jsonl", "constitution": "constitution.txt", "generations": "generations"},
             primary=["records"],

@@ -13,7 +13,6 @@ Outputs: ``records.jsonl`` (one per prompt: raw output, kept, answer or drop rea
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import asdict
 from typing import Any
 
@@ -32,7 +31,12 @@ from pipeline.stages.answer_filters import (
     cut_repetition,
     drop_truncated_word,
 )
-from pipeline.stages.base import StageContext, StageResult, read_upstream, write_records
+from pipeline.stages.base import (
+    StageContext,
+    StageResult,
+    read_upstream,
+    write_answer_records,
+)
 from pipeline.stages.common import budget_params, generation_identity
 from pipeline.stages.engrave import (
     meta_prompt_texts,
@@ -158,27 +162,20 @@ def judged_verbose_answers(ctx: StageContext) -> tuple[list[dict[str, Any]], Dro
         chunk_size=ctx.cfg.engine.chunk_size, on_progress=ctx.progress_callback("stage 4: verbose answers"),
     )
     ctx.release_engines()  # free the engraved model before training
-    counter = DropCounter()
     kept: list[dict[str, Any]] = []
 
     def judged():
         for prompt, out in zip(prompts, outputs, strict=True):
             v = parse_verbose_output(out["text"], out["finish_reason"], instruction=prompt["instruction"], input_text=prompt.get("input", ""), cfg=s4)
-            counter.drop(v.reason) if v.reason else counter.keep()
-            rec = AnswerRecord(
+            if v.reason is None:
+                kept.append({"id": prompt["id"], "instruction": prompt["instruction"], "input": prompt.get("input", ""), "output": v.answer})
+            yield AnswerRecord(
                 id=prompt["id"], instruction=prompt["instruction"], input=prompt.get("input", ""),
                 origin=prompt["origin"], raw_output=out["text"], finish_reason=out["finish_reason"],
                 kept=v.reason is None, answer=v.answer, drop_reason=v.reason, drop_detail=v.detail,
             )
-            if v.reason is None:
-                kept.append({"id": rec.id, "instruction": rec.instruction, "input": rec.input, "output": v.answer})
-            yield rec
 
-    # Written as judged, never held as a list of every record (each holds its raw output).
-    if ctx.dist.is_main:
-        write_records(ctx.stage_dir / "records.jsonl", judged(), AnswerRecord)
-    else:
-        deque(judged(), maxlen=0)
+    counter = write_answer_records(ctx, judged())
     return kept, counter, stats
 
 
